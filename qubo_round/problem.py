@@ -1,0 +1,274 @@
+"""QUBO families: the problem objects every solver receives.
+
+A *QUBO family* is ``rows`` independent minimisation problems over ``n`` binary variables each::
+
+    E_k(x) = x^T Q_k x + c_k,     x in {0,1}^n,  Q_k (n, n) symmetric,  k = 0..rows-1
+
+with linear terms on the diagonal of ``Q_k`` (``x_i^2 = x_i``). Some variables can be *fixed*
+(``fixed_mask``); solvers must return them at ``fixed_value``. Two concrete families:
+
+* :class:`LayerQUBO`: the rows of one layer, ``Q_k = s_k^2 A_k + diag(h_k)``, where ``A`` is one
+  (cols, cols) matrix shared by all rows (activation covariance, eq. 20; asymmetric form) or
+  one matrix per row (per-row output-Hessian weighting, eq. 17-18).
+* :class:`DenseQUBO`: one general dense QUBO (public instances; the coupled Hessian of eq. 16).
+
+Either may carry a :class:`~qubo_round.grid.RoundingSpace` (``space``): then a solution maps back
+to a rounding ``V`` of a weight matrix and the energy is the layer's reconstruction loss.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .grid import RoundingSpace
+
+
+def _finite(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf; a QUBO must have finite coefficients "
+                         "(check the weights and calibration activations it was built from)")
+    return a
+
+
+class QUBOFamily(abc.ABC):
+    """Base class of all problems. Subclasses define the matrices; energies are computed here."""
+
+    fixed_mask: np.ndarray  # (rows, n) bool
+    fixed_value: np.ndarray  # (rows, n) uint8
+    offset: np.ndarray  # (rows,) float64
+    space: RoundingSpace | None
+    meta: dict
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, int]:
+        """``(rows, n)``."""
+
+    @abc.abstractmethod
+    def matrix(self, k: int) -> np.ndarray:
+        """(n, n) float64 symmetric ``Q_k`` with linear terms on the diagonal."""
+
+    @abc.abstractmethod
+    def _quadratic(self, X: np.ndarray) -> np.ndarray:
+        """(..., rows) ``x_k^T Q_k x_k`` for X (..., rows, n) float64."""
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.shape[1]
+
+    @property
+    def num_free(self) -> np.ndarray:
+        """(rows,) number of free variables per row."""
+        return (~self.fixed_mask).sum(axis=1)
+
+    def energies(self, X: np.ndarray) -> np.ndarray:
+        """Energies of samples ``X`` (..., rows, n) binary -> (..., rows), offsets included."""
+        X = self.check_samples(X)
+        return self._quadratic(X.astype(np.float64)) + self.offset
+
+    def energy(self, X: np.ndarray) -> float:
+        """Total energy of one assignment (rows, n): the sum of the row energies."""
+        return float(self.energies(X).sum())
+
+    def check_samples(self, X: np.ndarray, *, fixed: bool = True) -> np.ndarray:
+        """Validate shape, binarity and (if ``fixed``) fixed variables of ``X`` (..., rows, n)."""
+        X = np.asarray(X)
+        if X.shape[-2:] != self.shape:
+            raise ValueError(f"samples have trailing shape {X.shape[-2:]}, expected (rows, n) = {self.shape}")
+        if X.dtype != np.uint8 and not np.isin(X, (0, 1)).all():
+            raise ValueError("samples must be binary (0/1)")
+        if X.dtype == np.uint8 and (X > 1).any():
+            raise ValueError("samples must be binary (0/1)")
+        if fixed and (self.fixed_mask & (X != self.fixed_value)).any():
+            raise ValueError("a sample violates a fixed variable")
+        return X
+
+    def apply_fixed(self, X: np.ndarray) -> np.ndarray:
+        """Return ``X`` (..., rows, n) uint8 with fixed variables set to their values."""
+        return np.where(self.fixed_mask, self.fixed_value, X).astype(np.uint8)
+
+    def reduced(self, k: int) -> tuple[np.ndarray, float, np.ndarray]:
+        """Row ``k`` with the fixed variables substituted.
+
+        Returns ``(Qf, c, free)``: ``Qf`` (m, m) over the m free variables ``free`` (indices), and
+        constant ``c`` so that ``E_k(x) = x_f^T Qf x_f + c`` for every x respecting the fixes.
+        """
+        Q = self.matrix(k)
+        free = np.flatnonzero(~self.fixed_mask[k])
+        fx = np.flatnonzero(self.fixed_mask[k])
+        xv = self.fixed_value[k, fx].astype(np.float64)
+        Qf = Q[np.ix_(free, free)].copy()
+        cross = 2.0 * Q[np.ix_(free, fx)] @ xv  # linear terms on the free variables
+        Qf[np.diag_indices_from(Qf)] += cross
+        c = float(xv @ Q[np.ix_(fx, fx)] @ xv + self.offset[k])
+        return Qf, c, free
+
+    def to_rounding(self, X: np.ndarray) -> np.ndarray:
+        """Map one assignment (rows, n) to the layer rounding ``V`` (layer rows, cols)."""
+        if self.space is None:
+            raise ValueError("this problem has no rounding space (it is a plain QUBO, not a layer)")
+        return np.asarray(X, dtype=np.uint8).reshape(self.space.shape)
+
+    def from_rounding(self, V: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_rounding`."""
+        if self.space is None:
+            raise ValueError("this problem has no rounding space (it is a plain QUBO, not a layer)")
+        return np.asarray(V, dtype=np.uint8).reshape(self.shape)
+
+    @property
+    def prior(self) -> np.ndarray:
+        """(rows, n) probability of a 1 suggested by the problem: ``frac(W/s)`` for layers,
+        0.5 for plain QUBOs; fixed entries give their value."""
+        if self.space is not None:
+            p = self.from_rounding_float(self.space.frac)
+        else:
+            p = np.full(self.shape, 0.5)
+        return np.where(self.fixed_mask, self.fixed_value, p)
+
+    def from_rounding_float(self, A: np.ndarray) -> np.ndarray:
+        return np.asarray(A, dtype=np.float64).reshape(self.shape)
+
+    def objective(self, energy: float) -> float:
+        """The objective in the problem's own sense (see ``meta['sense']``): for maximisation
+        instances ``-energy``, otherwise the energy."""
+        return -energy if self.meta.get("sense") == "max" else energy
+
+
+@dataclass(eq=False)
+class LayerQUBO(QUBOFamily):
+    """One layer's row QUBOs ``E_k(v) = s_k^2 v^T A_k v + h_k . v + c_k``.
+
+    Attributes:
+        A: (cols, cols) shared, or (rows, cols, cols) per row; symmetric float64.
+        scale: (rows,) float64 ``s``.
+        linear: (rows, cols) float64 ``h`` (linear terms, kept off the matrix).
+        offset: (rows,) float64 ``c``.
+        fixed_mask, fixed_value: (rows, cols).
+        space: the rounding space (write-back), or None.
+        meta: free-form descriptors (layer name, hessian kind, bits, damping...).
+    """
+
+    A: np.ndarray
+    scale: np.ndarray
+    linear: np.ndarray
+    offset: np.ndarray
+    fixed_mask: np.ndarray
+    fixed_value: np.ndarray
+    space: RoundingSpace | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.A = _finite("A", self.A)
+        self.scale = _finite("scale", self.scale)
+        self.linear = _finite("linear", self.linear)
+        self.offset = _finite("offset", self.offset)
+        rows, n = self.linear.shape
+        if self.A.shape not in ((n, n), (rows, n, n)):
+            raise ValueError(f"A has shape {self.A.shape}; expected ({n}, {n}) or ({rows}, {n}, {n})")
+        if self.scale.shape != (rows,) or self.offset.shape != (rows,):
+            raise ValueError("scale and offset must have shape (rows,)")
+        self.fixed_mask = np.asarray(self.fixed_mask, bool)
+        self.fixed_value = np.asarray(self.fixed_value, np.uint8)
+        if self.fixed_mask.shape != (rows, n) or self.fixed_value.shape != (rows, n):
+            raise ValueError("fixed_mask and fixed_value must have shape (rows, cols)")
+
+    @property
+    def shared(self) -> bool:
+        """True when all rows share one matrix ``A``."""
+        return self.A.ndim == 2
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.linear.shape
+
+    def row_A(self, k: int) -> np.ndarray:
+        return self.A if self.shared else self.A[k]
+
+    def matrix(self, k: int) -> np.ndarray:
+        Q = self.scale[k] ** 2 * self.row_A(k)
+        Q = Q + np.diag(self.linear[k])
+        return Q
+
+    def _quadratic(self, X: np.ndarray) -> np.ndarray:
+        if self.shared:
+            quad = np.einsum("...rc,...rc->...r", X @ self.A, X)
+        else:
+            quad = np.einsum("...rc,rcd,...rd->...r", X, self.A, X)
+        return self.scale**2 * quad + (X * self.linear).sum(-1)
+
+    def select_rows(self, rows: np.ndarray) -> "LayerQUBO":
+        """A sub-family of the given rows (for benchmarks on subsampled layers); drops ``space``."""
+        rows = np.asarray(rows)
+        return LayerQUBO(A=self.A if self.shared else self.A[rows], scale=self.scale[rows],
+                         linear=self.linear[rows], offset=self.offset[rows],
+                         fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
+                         space=None, meta={**self.meta, "rows_selected": rows.tolist()})
+
+
+@dataclass(eq=False)
+class DenseQUBO(QUBOFamily):
+    """A single dense QUBO ``E(x) = x^T Q x + c`` (rows = 1).
+
+    Attributes:
+        Q: (n, n) symmetric float64 (linear terms on the diagonal). A non-symmetric input is
+            symmetrised as ``(Q + Q^T) / 2``, which leaves every energy unchanged.
+        offset: (1,) float64.
+        fixed_mask, fixed_value: (1, n).
+        space: rounding space for the coupled layer form (``n = rows * cols``, row-major).
+        meta: descriptors: ``name``, ``sense`` ('min' or 'max' for the instance's own objective).
+    """
+
+    Q: np.ndarray
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    fixed_mask: np.ndarray | None = None
+    fixed_value: np.ndarray | None = None
+    space: RoundingSpace | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        Q = _finite("Q", self.Q)
+        if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
+            raise ValueError(f"Q must be square (n, n), got shape {Q.shape}")
+        self.Q = (Q + Q.T) / 2.0 if not np.array_equal(Q, Q.T) else Q
+        self.offset = _finite("offset", np.atleast_1d(self.offset)).reshape(1)
+        n = Q.shape[0]
+        self.fixed_mask = np.zeros((1, n), bool) if self.fixed_mask is None else \
+            np.asarray(self.fixed_mask, bool).reshape(1, n)
+        self.fixed_value = np.zeros((1, n), np.uint8) if self.fixed_value is None else \
+            np.asarray(self.fixed_value, np.uint8).reshape(1, n)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (1, self.Q.shape[0])
+
+    def matrix(self, k: int = 0) -> np.ndarray:
+        if k != 0:
+            raise IndexError("a DenseQUBO has a single row (k = 0)")
+        return self.Q
+
+    def _quadratic(self, X: np.ndarray) -> np.ndarray:
+        return np.einsum("...rc,...rc->...r", X @ self.Q, X)
+
+    @classmethod
+    def from_linear_quadratic(cls, n: int, linear: dict[int, float], quadratic: dict[tuple[int, int], float],
+                              offset: float = 0.0, **kw) -> "DenseQUBO":
+        """Build from ``E = sum_i a_i x_i + sum_{i<j} b_ij x_i x_j + offset`` (pair coefficients
+        counted once, as dimod does)."""
+        Q = np.zeros((n, n))
+        for i, a in linear.items():
+            Q[i, i] += a
+        for (i, j), b in quadratic.items():
+            if i == j:
+                Q[i, i] += b
+            else:
+                Q[i, j] += b / 2.0
+                Q[j, i] += b / 2.0
+        return cls(Q=Q, offset=np.array([offset]), **kw)

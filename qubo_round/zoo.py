@@ -1,0 +1,126 @@
+"""A tiny model zoo: named factories that build a model plus its calibration and evaluation data.
+
+Each entry is a zero-argument factory returning a :class:`ModelBundle`. Factories are called on
+every :func:`load_model`, so each caller gets a fresh model it may modify (e.g. round in place).
+
+Register further models the same way as ``"digits"`` below::
+
+    register_model("my-model", my_factory)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+__all__ = [
+    "ModelBundle",
+    "UnknownModelError",
+    "available_models",
+    "load_model",
+    "register_model",
+]
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A model with the data needed to quantise and assess it.
+
+    Attributes:
+        name: registry name.
+        model: the network, in eval mode.
+        calibration: ``(n, seed) -> inputs``, a seeded batch of ``n`` unlabelled inputs
+            (for digits: float32 ``(n, 1, 8, 8)``).
+        evaluation: ``() -> (inputs, labels)``, the held-out evaluation set
+            (for digits: ``(540, 1, 8, 8)`` float32 and ``(540,)`` int64).
+        description: one-line human-readable description.
+    """
+
+    name: str
+    model: nn.Module
+    calibration: Callable[[int, int], Tensor]
+    evaluation: Callable[[], tuple[Tensor, Tensor]]
+    description: str
+
+
+class UnknownModelError(KeyError):
+    """Raised by :func:`load_model` for a name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message, quoting it
+        return str(self.args[0]) if self.args else ""
+
+
+ModelFactory = Callable[[], ModelBundle]
+
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str, factory: ModelFactory) -> None:
+    """Register ``factory`` (zero-arg, returns a :class:`ModelBundle`) under ``name``.
+
+    Raises:
+        ValueError: if ``name`` is empty or already registered.
+        TypeError: if ``factory`` is not callable.
+    """
+    if not name:
+        raise ValueError("register_model: name must be a non-empty string")
+    if not callable(factory):
+        raise TypeError(f"register_model: factory for {name!r} is not callable")
+    if name in _REGISTRY:
+        raise ValueError(f"register_model: a model named {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def available_models() -> list[str]:
+    """Sorted names of all registered models."""
+    return sorted(_REGISTRY)
+
+
+def load_model(name: str) -> ModelBundle:
+    """Build the bundle registered under ``name``.
+
+    Raises:
+        UnknownModelError: if ``name`` is not registered; the message lists the available names.
+    """
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; available models: {', '.join(available_models()) or '(none)'}"
+        ) from None
+    bundle = factory()
+    if not isinstance(bundle, ModelBundle):
+        raise TypeError(f"factory for {name!r} returned {type(bundle).__name__}, not ModelBundle")
+    return bundle
+
+
+def _digits_evaluation() -> tuple[Tensor, Tensor]:
+    """Test split of the digits data: ``(540, 1, 8, 8)`` float32 inputs, ``(540,)`` int64 labels."""
+    from qubo_round.models.digits import load_digits_data
+
+    data = load_digits_data(seed=0)
+    return data.x_test, data.y_test
+
+
+def _digits_calibration(n: int, seed: int) -> Tensor:
+    """``n`` training-split inputs ``(n, 1, 8, 8)`` drawn with ``seed``."""
+    from qubo_round.models.digits import calibration_inputs
+
+    return calibration_inputs(n, seed)
+
+
+def _digits_factory() -> ModelBundle:
+    from qubo_round.models.digits import load_pretrained
+
+    return ModelBundle(
+        name="digits",
+        model=load_pretrained(),
+        calibration=_digits_calibration,
+        evaluation=_digits_evaluation,
+        description="DigitsCNN (conv1-conv3, fc1-fc2; ~40k parameters) on sklearn digits 8x8",
+    )
+
+
+register_model("digits", _digits_factory)

@@ -1,0 +1,12 @@
+"""Solvers of QUBO families: the interface, the registry, and the built-in solvers.
+
+Installed as ``qubo_round.solvers``. Importing this package registers the built-in solvers.
+"""
+from .base import (STATUSES, TIMING_KEYS, CapabilityError, ParameterError, SolveResult, Solver,
+                   SolverError)
+from .registry import UnknownSolverError, available_solvers, describe, get_solver, register, solver_class
+from . import simple, exact  # noqa: F401,E402  (registration)
+
+__all__ = ["STATUSES", "TIMING_KEYS", "CapabilityError", "ParameterError", "SolveResult", "Solver",
+           "SolverError", "UnknownSolverError", "available_solvers", "describe", "get_solver",
+           "register", "solver_class"]
