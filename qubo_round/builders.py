@@ -70,7 +70,7 @@ def asymmetric_problem(W: np.ndarray, H: np.ndarray, H_hat: np.ndarray, C: np.nd
         raise ValueError("H or C contains NaN or inf; check the calibration data")
     space = _space(W, grid, space, H)
     s, w, b = space.s, space.W, space.b
-    g = b @ H_hat - w @ C  # rows of (H_hat b - C w)
+    g = b @ H_hat - w @ C.T  # rows of (H_hat b - C w)
     offset = (b @ H_hat * b).sum(1) - 2 * (b @ C * w).sum(1) + (w @ H * w).sum(1)
     return LayerQUBO(A=H_hat, scale=s, linear=2 * s[:, None] * g, offset=offset,
                      fixed_mask=space.fixed_mask, fixed_value=space.fixed_value, space=space,

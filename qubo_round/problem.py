@@ -34,6 +34,16 @@ def _finite(name: str, a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _check_fixed(mask, value, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    mask, value = np.asarray(mask), np.asarray(value)
+    if mask.size != shape[0] * shape[1] or value.size != shape[0] * shape[1]:
+        raise ValueError(f"fixed_mask and fixed_value must have {shape} entries, got shapes "
+                         f"{mask.shape} and {value.shape}")
+    if not np.isin(value, (0, 1)).all():
+        raise ValueError("fixed_value must be 0 or 1 in every entry")
+    return mask.astype(bool).reshape(shape), value.astype(np.uint8).reshape(shape)
+
+
 class QUBOFamily(abc.ABC):
     """Base class of all problems. Subclasses define the matrices; energies are computed here."""
 
@@ -175,10 +185,9 @@ class LayerQUBO(QUBOFamily):
             raise ValueError(f"A has shape {self.A.shape}; expected ({n}, {n}) or ({rows}, {n}, {n})")
         if self.scale.shape != (rows,) or self.offset.shape != (rows,):
             raise ValueError("scale and offset must have shape (rows,)")
-        self.fixed_mask = np.asarray(self.fixed_mask, bool)
-        self.fixed_value = np.asarray(self.fixed_value, np.uint8)
-        if self.fixed_mask.shape != (rows, n) or self.fixed_value.shape != (rows, n):
-            raise ValueError("fixed_mask and fixed_value must have shape (rows, cols)")
+        if not np.array_equal(self.A, np.swapaxes(self.A, -1, -2)):
+            self.A = (self.A + np.swapaxes(self.A, -1, -2)) / 2.0  # same energies, symmetric Q_k
+        self.fixed_mask, self.fixed_value = _check_fixed(self.fixed_mask, self.fixed_value, (rows, n))
 
     @property
     def shared(self) -> bool:
@@ -240,10 +249,9 @@ class DenseQUBO(QUBOFamily):
         self.Q = (Q + Q.T) / 2.0 if not np.array_equal(Q, Q.T) else Q
         self.offset = _finite("offset", np.atleast_1d(self.offset)).reshape(1)
         n = Q.shape[0]
-        self.fixed_mask = np.zeros((1, n), bool) if self.fixed_mask is None else \
-            np.asarray(self.fixed_mask, bool).reshape(1, n)
-        self.fixed_value = np.zeros((1, n), np.uint8) if self.fixed_value is None else \
-            np.asarray(self.fixed_value, np.uint8).reshape(1, n)
+        fm = np.zeros((1, n), bool) if self.fixed_mask is None else self.fixed_mask
+        fv = np.zeros((1, n), np.uint8) if self.fixed_value is None else self.fixed_value
+        self.fixed_mask, self.fixed_value = _check_fixed(fm, fv, (1, n))
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -13,7 +13,6 @@ from qubo_round.extract import layer_problems
 from qubo_round.grid import Grid
 from qubo_round.layers import LayerAdapter
 
-torch.set_default_dtype(torch.float64)
 
 
 class Perturb(nn.Module):

@@ -1,0 +1,17 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+#: Public QUBO / Max-Cut benchmark data, kept beside the repository (``../shared/data/qubo``).
+QUBO_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qubo"
+
+
+@pytest.fixture(scope="session")
+def qubo_data() -> Path:
+    """Directory of the public QUBO instances (see its README.md); skips when absent."""
+    if not (QUBO_DATA_DIR / "best_known.csv").is_file():
+        pytest.skip(f"public QUBO data not found at {QUBO_DATA_DIR}")
+    return QUBO_DATA_DIR
