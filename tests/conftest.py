@@ -11,7 +11,8 @@ QUBO_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 
 @pytest.fixture(scope="session")
 def qubo_data() -> Path:
-    """Directory of the public QUBO instances (see its README.md); skips when absent."""
+    """Directory of the public QUBO instances (see its README.md); fails loudly when absent."""
     if not (QUBO_DATA_DIR / "best_known.csv").is_file():
-        pytest.skip(f"public QUBO data not found at {QUBO_DATA_DIR}")
+        pytest.fail(f"public QUBO data not found at {QUBO_DATA_DIR}: the tests expect the shared "
+                    "data folder beside the repository (../shared/data/qubo)")
     return QUBO_DATA_DIR
