@@ -67,6 +67,29 @@ class QUBOFamily(abc.ABC):
         """(..., rows) ``x_k^T Q_k x_k`` for X (..., rows, n) float64."""
 
     @property
+    @abc.abstractmethod
+    def diagonal(self) -> np.ndarray:
+        """(rows, n) float64 ``diag(Q_k)`` of every row."""
+
+    @abc.abstractmethod
+    def matvec(self, X: np.ndarray) -> np.ndarray:
+        """(..., rows, n) ``Q_k x_k`` for X (..., rows, n) float64 (the local fields / 2)."""
+
+    @abc.abstractmethod
+    def columns(self, idx: np.ndarray) -> np.ndarray:
+        """(..., rows, n) column ``Q_k[:, idx_k]`` of every row for idx (..., rows) int; the
+        primitive of incremental single-flip solvers (greedy, annealing)."""
+
+    def flip_deltas(self, X: np.ndarray, QX: np.ndarray | None = None) -> np.ndarray:
+        """(..., rows, n) energy change of flipping each single variable of X (..., rows, n):
+        ``delta_i (2 (Q x)_i + delta_i Q_ii)``, ``delta_i = 1 - 2 x_i``; +inf on fixed variables."""
+        Xf = np.asarray(X, dtype=np.float64)
+        QX = self.matvec(Xf) if QX is None else QX
+        d = 1.0 - 2.0 * Xf
+        out = d * (2.0 * QX + d * self.diagonal)
+        return np.where(self.fixed_mask, np.inf, out)
+
+    @property
     def rows(self) -> int:
         return self.shape[0]
 
@@ -206,6 +229,30 @@ class LayerQUBO(QUBOFamily):
         Q = Q + np.diag(self.linear[k])
         return Q
 
+    @property
+    def diagonal(self) -> np.ndarray:
+        dA = np.diagonal(self.A, axis1=-2, axis2=-1)
+        return self.scale[:, None] ** 2 * dA + self.linear
+
+    def matvec(self, X: np.ndarray) -> np.ndarray:
+        if self.shared:
+            AX = X @ self.A
+        else:
+            AX = np.einsum("rcd,...rd->...rc", self.A, X)
+        return self.scale[:, None] ** 2 * AX + self.linear * X
+
+    def columns(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx)
+        rows = np.arange(self.rows)
+        if self.shared:
+            col = self.A[:, idx]  # (n, ..., rows)
+            col = np.moveaxis(col, 0, -1)  # (..., rows, n)
+        else:
+            col = self.A[rows, :, idx]  # (..., rows, n)
+        col = self.scale[:, None] ** 2 * col
+        onehot = np.arange(self.n) == idx[..., None]
+        return col + onehot * self.linear[rows, idx][..., None]
+
     def _quadratic(self, X: np.ndarray) -> np.ndarray:
         if self.shared:
             quad = np.einsum("...rc,...rc->...r", X @ self.A, X)
@@ -264,6 +311,16 @@ class DenseQUBO(QUBOFamily):
 
     def _quadratic(self, X: np.ndarray) -> np.ndarray:
         return np.einsum("...rc,...rc->...r", X @ self.Q, X)
+
+    @property
+    def diagonal(self) -> np.ndarray:
+        return np.diag(self.Q)[None, :]
+
+    def matvec(self, X: np.ndarray) -> np.ndarray:
+        return X @ self.Q
+
+    def columns(self, idx: np.ndarray) -> np.ndarray:
+        return self.Q[:, np.asarray(idx)].T if np.ndim(idx) == 1 else np.moveaxis(self.Q[:, idx], 0, -1)
 
     @classmethod
     def from_linear_quadratic(cls, n: int, linear: dict[int, float], quadratic: dict[tuple[int, int], float],

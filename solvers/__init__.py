@@ -4,9 +4,10 @@ Installed as ``qubo_round.solvers``. Importing this package registers the built-
 """
 from .base import (STATUSES, TIMING_KEYS, CapabilityError, ParameterError, SolveResult, Solver,
                    SolverError)
-from .registry import UnknownSolverError, available_solvers, describe, get_solver, register, solver_class
-from . import simple, exact  # noqa: F401,E402  (registration)
+from .registry import (UnknownSolverError, available_families, available_solvers, describe, get_solver, register,
+                       register_family, solver_class)
+from . import simple, exact, greedy  # noqa: F401,E402  (registration)
 
 __all__ = ["STATUSES", "TIMING_KEYS", "CapabilityError", "ParameterError", "SolveResult", "Solver",
            "SolverError", "UnknownSolverError", "available_solvers", "describe", "get_solver",
-           "register", "solver_class"]
+           "register", "register_family", "solver_class", "available_families"]

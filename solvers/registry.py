@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .base import ParameterError, Solver
 
@@ -25,6 +25,16 @@ class SolverEntry:
 
 
 _REGISTRY: dict[str, SolverEntry] = {}
+#: Families of solvers named ``prefix:argument`` (e.g. ``dimod:TabuSampler``): prefix -> factory
+#: ``factory(argument, **params) -> Solver``.
+_FAMILIES: dict[str, Callable[..., Solver]] = {}
+
+
+def register_family(prefix: str, factory: Callable[..., Solver]) -> None:
+    """Register a family of solvers addressed as ``prefix:argument``."""
+    if prefix in _FAMILIES:
+        raise ValueError(f"a solver family {prefix!r} is already registered")
+    _FAMILIES[prefix] = factory
 
 
 def register(name: str, presets: dict[str, dict[str, Any]] | None = None):
@@ -46,8 +56,13 @@ def register(name: str, presets: dict[str, dict[str, Any]] | None = None):
 
 
 def available_solvers() -> list[str]:
-    """Registered solver names, in registration order."""
+    """Registered solver names, in registration order (families are listed as ``prefix:``)."""
     return list(_REGISTRY)
+
+
+def available_families() -> list[str]:
+    """Registered solver-family prefixes (``get_solver("prefix:argument")``)."""
+    return list(_FAMILIES)
 
 
 def solver_class(name: str) -> type[Solver]:
@@ -63,6 +78,14 @@ def _entry(name: str) -> SolverEntry:
 def get_solver(spec: str, **params: Any) -> Solver:
     """Instantiate ``name`` or ``name/preset``; keyword ``params`` override the preset's."""
     name, _, preset = spec.partition("/")
+    prefix, colon, arg = name.partition(":")
+    if colon:
+        if prefix not in _FAMILIES:
+            raise UnknownSolverError(f"unknown solver family {prefix!r} in {spec!r}; families: "
+                                     f"{', '.join(_FAMILIES) or 'none'}")
+        if preset:
+            raise UnknownSolverError(f"solver family {prefix!r} has no presets ({spec!r})")
+        return _FAMILIES[prefix](arg, **params)
     entry = _entry(name)
     base: dict[str, Any] = {}
     if preset:
