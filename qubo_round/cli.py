@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_solvers)
     lm = sub.add_parser("models", help="list the model zoo")
     lm.set_defaults(func=cmd_models)
+    from .bench.cli import add_parsers as add_bench_parsers  # bench, report
+    add_bench_parsers(sub)
     return ap
 
 

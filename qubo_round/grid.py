@@ -109,7 +109,7 @@ def _minmax_qparams(lo: np.ndarray, hi: np.ndarray, grid: Grid) -> tuple[np.ndar
     else:
         lo = np.minimum(lo, 0.0)
         hi = np.maximum(hi, 0.0)
-        s = (hi - lo) / (p - n)
+        s = hi / (p - n) - lo / (p - n)  # no overflow of hi - lo for huge finite weights
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(s > 0, np.clip(np.round(n - lo / np.where(s > 0, s, 1.0)), n, p), 0.0)
     return s, z
@@ -118,7 +118,9 @@ def _minmax_qparams(lo: np.ndarray, hi: np.ndarray, grid: Grid) -> tuple[np.ndar
 def nearest_dequant(W: np.ndarray, s: np.ndarray, z: np.ndarray, grid: Grid) -> np.ndarray:
     """Round-to-nearest on the grid: ``s * (clip(round(W/s) + z, n, p) - z)``; s, z broadcast."""
     n, p = grid.limits
-    q = np.clip(np.floor(W / s + 0.5) + z, n, p)
+    r = W / s
+    f = np.floor(r)
+    q = np.clip(f + (r - f >= 0.5) + z, n, p)  # the same rounding as RoundingSpace.nearest
     return s * (q - z)
 
 
@@ -146,6 +148,8 @@ def choose_qparams(W: np.ndarray, grid: Grid, H: np.ndarray | None = None
             raise ValueError("scale_method='output-mse' needs H = E[x x^T] (cols, cols); "
                              "pass H or use scale_method='mse'")
         s0, z0 = _search_qparams(W, lo, hi, s0, z0, grid, H if grid.scale_method == "output-mse" else None)
+    if not np.isfinite(s0).all():
+        raise ValueError("the weight range is too large for a finite float64 scale; rescale the weights")
     s = np.broadcast_to(s0, (rows,)).astype(np.float64).copy()
     z = np.broadcast_to(z0, (rows,)).astype(np.float64).copy()
     zero = ~(s > 0)

@@ -9,6 +9,9 @@ Damping rule (applied only where stated, always logged and recorded in ``problem
   reconstruction loss), with an info message and an infinite condition number.
 * ``damping=r`` (a float >= 0): always damp with ``rel = r``.
 * ``damping=None``: never damp; a non-PSD ``H`` raises ``ValueError``.
+
+When ``mean(diag(H)) <= 0`` (possible only for a non-PSD ``H``), ``mean(|diag(H)|)`` takes its place
+so that the damped matrix is positive definite.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def check_hessian(H: np.ndarray, damping: str | float | None = "auto", name: str
     else:
         status = "pd"
     if damping is not None and damping != "auto":
-        if not isinstance(damping, (int, float)) or damping < 0:
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or damping < 0:
             raise ValueError(f"damping must be 'auto', None or a float >= 0, got {damping!r}")
         rel = float(damping)
     elif status == "non-psd":
@@ -72,7 +75,8 @@ def check_hessian(H: np.ndarray, damping: str | float | None = "auto", name: str
         rel = 0.0
     lam = 0.0
     if rel > 0 or status == "non-psd":
-        lam = max(0.0, -lmin) + rel * float(np.mean(np.diag(H)).clip(min=0.0))
+        md = float(np.mean(np.diag(H)))
+        lam = max(0.0, -lmin) + rel * (md if md > 0 else float(np.mean(np.abs(np.diag(H)))))
         if lam == 0.0:  # all-zero H: use an absolute damping so the result is PD
             lam = rel if rel > 0 else 1e-12
         H = H + lam * np.eye(H.shape[0])

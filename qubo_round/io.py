@@ -27,6 +27,8 @@ def save_problem(problem: QUBOFamily, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz")
+    if not isinstance(problem, (LayerQUBO, DenseQUBO)):
+        raise TypeError(f"cannot save a {type(problem).__name__}; expected LayerQUBO or DenseQUBO")
     arrays: dict[str, np.ndarray] = {
         "fixed_mask": problem.fixed_mask, "fixed_value": problem.fixed_value, "offset": problem.offset}
     if isinstance(problem, LayerQUBO):
@@ -35,8 +37,6 @@ def save_problem(problem: QUBOFamily, path: str | Path) -> Path:
     elif isinstance(problem, DenseQUBO):
         kind = "dense"
         arrays["Q"] = problem.Q
-    else:
-        raise TypeError(f"cannot save a {type(problem).__name__}; expected LayerQUBO or DenseQUBO")
     header = {"format": "qubo-round-problem", "version": FORMAT_VERSION, "kind": kind,
               "meta": problem.meta, "space": None}
     if problem.space is not None:
@@ -52,6 +52,8 @@ def save_problem(problem: QUBOFamily, path: str | Path) -> Path:
 def load_problem(path: str | Path) -> QUBOFamily:
     """Read a problem written by :func:`save_problem`."""
     path = Path(path)
+    if not path.exists() and path.suffix != ".npz" and path.with_suffix(path.suffix + ".npz").exists():
+        path = path.with_suffix(path.suffix + ".npz")
     if not path.exists():
         raise FileNotFoundError(f"problem file {path} does not exist")
     with np.load(path, allow_pickle=False) as z:

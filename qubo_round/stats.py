@@ -39,14 +39,15 @@ class CovarianceAccumulator:
         if x.shape[0] != self.cols:
             raise ValueError(f"{where}: input has {x.shape[0]} features, expected {self.cols}")
         _check_finite(x, where, "input activations")
-        self._S += x @ x.T
-        if self.asymmetric:
+        if self.asymmetric:  # validate everything before touching the sums
             if x_hat is None:
                 raise ValueError(f"{where}: asymmetric statistics need x_hat for every batch")
             x_hat = x_hat.detach().to("cpu", torch.float64)
             if x_hat.shape != x.shape:
                 raise ValueError(f"{where}: x_hat has shape {tuple(x_hat.shape)}, x has {tuple(x.shape)}")
             _check_finite(x_hat, where, "inputs from the quantized network")
+        self._S += x @ x.T
+        if self.asymmetric:
             self._S_hat += x_hat @ x_hat.T
             self._C += x_hat @ x.T
         self.count += x.shape[1]

@@ -1,0 +1,97 @@
+"""Configuration of a full-network quantization run, and its fingerprint for safe resumption."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..grid import Grid
+
+FORMS = ("auto", "covariance", "data")
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Per-layer settings; ``None`` keeps the run's default."""
+
+    bits: int | None = None
+    solver: str | None = None
+    solver_params: dict[str, Any] | None = None
+    skip: bool = False
+    form: str | None = None
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything that determines the result of a run (and nothing that does not).
+
+    Attributes:
+        bits, granularity, scheme, narrow, scale_method: the weight grid (see :class:`Grid`).
+        solver: registry name (``adaround`` by default), ``solver_params`` its settings.
+        form: ``auto`` (by cost), ``covariance`` (the QUBO's exact objective, cost ~2 rows cols^2
+            per step) or ``data`` (mini-batches, cost ~4 rows cols batch_cols per step; needed for
+            the activation-aware loss).
+        activation: ``none`` or ``relu``: activation-aware loss through a following ReLU
+            (eq. 25); only layers actually followed by a ReLU in the traced graph use it.
+        batch_size: calibration samples per mini-batch of the data form (the paper's 32).
+        seed: base seed; layer i uses ``seed + i``.
+        overrides: layer name -> :class:`LayerOverride`.
+        fold_bn: fold batch norm into the preceding conv/linear first.
+        ram_budget_mb: bound on cached layer activations of the data form.
+    """
+
+    bits: int = 4
+    granularity: str = "channel"
+    scheme: str = "symmetric"
+    narrow: bool = False
+    scale_method: str = "mse"
+    solver: str = "adaround"
+    solver_params: dict[str, Any] = field(default_factory=dict)
+    form: str = "auto"
+    activation: str = "none"
+    batch_size: int = 32
+    seed: int = 0
+    overrides: dict[str, LayerOverride] = field(default_factory=dict)
+    fold_bn: bool = True
+    ram_budget_mb: float = 2048.0
+
+    def __post_init__(self) -> None:
+        self.grid()  # validates the grid fields
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
+        if self.activation not in ("none", "relu"):
+            raise ValueError(f"activation must be 'none' or 'relu', got {self.activation!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name, o in self.overrides.items():
+            if not isinstance(o, LayerOverride):
+                raise TypeError(f"override for {name!r} must be a LayerOverride, got {type(o).__name__}")
+            if o.form is not None and o.form not in FORMS:
+                raise ValueError(f"override form for {name!r} must be one of {FORMS}")
+
+    def grid(self, bits: int | None = None) -> Grid:
+        return Grid(bits=bits or self.bits, granularity=self.granularity, scheme=self.scheme,
+                    narrow=self.narrow, scale_method=self.scale_method)
+
+    def for_layer(self, name: str) -> LayerOverride:
+        o = self.overrides.get(name, LayerOverride())
+        return LayerOverride(bits=o.bits or self.bits, solver=o.solver or self.solver,
+                             solver_params=o.solver_params if o.solver_params is not None else self.solver_params,
+                             skip=o.skip, form=o.form or self.form)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("ram_budget_mb")  # bounds memory, not the result
+        return d
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two ``to_dict`` outputs."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} (run directory) != {new.get(k)!r} (now)" for k in keys
+            if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str)]

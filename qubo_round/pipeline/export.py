@@ -1,0 +1,80 @@
+"""Export of a quantized model: integer weights, scales and zero points in one safetensors file,
+the remaining (float) tensors beside them, and a JSON manifest; plus the loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .qstate import LayerQState
+from .report import QuantReport
+
+FORMAT = "qubo-round-quantized"
+VERSION = 1
+
+
+def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: str | None = None) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/manifest.json``; returns ``out_dir``.
+
+    Quantized layers are stored as ``<layer>.q`` (int16 integers), ``<layer>.scale`` and
+    ``<layer>.zero_point`` (float64 per output channel) and ``<layer>.limits``; every other tensor
+    of the state dict as ``float.<key>``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    quantized_keys = {f"{name}.weight" for name in report.qstate}
+    for name, qs in report.qstate.items():
+        tensors.update(qs.tensors(f"q.{name}"))
+    for key, t in qmodel.state_dict().items():
+        if key not in quantized_keys:
+            tensors[f"float.{key}"] = t.detach().cpu().contiguous()
+    save_file(tensors, str(out / "model.safetensors"))
+    manifest = {"format": FORMAT, "version": VERSION, "model": model_name, "model_class": type(qmodel).__name__,
+                "layers": {n: {"shape": list(qs.q.shape), "qmin": qs.qmin, "qmax": qs.qmax}
+                           for n, qs in report.qstate.items()},
+                "config": report.config, "skipped": report.skipped, "folded_bn": report.folded_bn}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return out
+
+
+def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the quantized model from :func:`save_quantized`'s files.
+
+    ``model`` gives the architecture (its weights are overwritten); when omitted the manifest's
+    model-zoo name is used. Batch norms folded at quantization time are replaced by Identity.
+    """
+    out = Path(out_dir)
+    mpath = out / "manifest.json"
+    if not mpath.exists():
+        raise FileNotFoundError(f"{mpath} not found: is {out} an exported quantized model?")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ValueError(f"{out}: unsupported export format {manifest.get('format')!r} v{manifest.get('version')}")
+    if model is None:
+        if not manifest.get("model"):
+            raise ValueError("the manifest names no model-zoo model; pass the architecture as model=")
+        from ..zoo import load_model
+        model = load_model(manifest["model"]).model
+    from .graph import _set_module
+    for name in manifest.get("folded_bn", []):
+        _set_module(model, name, nn.Identity())
+    tensors = load_file(str(out / "model.safetensors"))
+    state = {k[len("float."):]: v for k, v in tensors.items() if k.startswith("float.")}
+    for name in manifest["layers"]:
+        state[f"{name}.weight"] = LayerQState.from_tensors(tensors, f"q.{name}").weight(
+            model.get_submodule(name).weight.dtype)
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise ValueError(f"the export does not match the architecture: missing {sorted(missing)[:5]}")
+    # parameters that fold_batchnorm created (a bias on a bias-free conv) must exist before loading
+    for key in state:
+        mod_name, _, pname = key.rpartition(".")
+        mod = model.get_submodule(mod_name) if mod_name else model
+        if getattr(mod, pname, None) is None and pname == "bias":
+            mod.bias = nn.Parameter(torch.zeros_like(state[key]))
+    model.load_state_dict(state, strict=True)
+    return model.eval()

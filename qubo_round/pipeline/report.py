@@ -1,0 +1,59 @@
+"""The report of a quantization run: one row per layer, skipped layers, totals."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LayerReport:
+    """One quantized layer. Losses are the asymmetric reconstruction loss (the QUBO energy)
+    ``sum_k E[(w_k^T x - w_hat_k^T x_hat)^2]`` on the calibration data, summed over groups."""
+
+    name: str
+    index: int
+    groups: int
+    rows: int
+    cols: int
+    bits: int
+    solver: str
+    form: str
+    activation: str
+    nearest_loss: float
+    loss: float
+    changed_fraction: float
+    seconds: float
+    status: str
+    resumed: bool = False
+
+
+@dataclass
+class QuantReport:
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    folded_bn: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    #: layer name -> LayerQState (integers, scales, zero points) for export; not in rows/JSON.
+    qstate: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat per-layer rows (``pandas.DataFrame(report.rows())``)."""
+        return [dataclasses.asdict(r) for r in self.layers]
+
+    def to_json(self) -> str:
+        return json.dumps({"layers": self.rows(), "skipped": self.skipped, "folded_bn": self.folded_bn,
+                           "seconds": self.seconds, "config": self.config}, default=str)
+
+    def to_markdown(self) -> str:
+        lines = ["| layer | rows x cols | groups | bits | solver | form | nearest loss | loss | "
+                 "changed vs nearest | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in self.layers:
+            lines.append(f"| {r.name} | {r.rows}x{r.cols} | {r.groups} | {r.bits} | {r.solver} | {r.form}"
+                         f"{'+relu' if r.activation == 'relu' else ''} | {r.nearest_loss:.4g} | {r.loss:.4g} | "
+                         f"{100 * r.changed_fraction:.1f}% | {r.seconds:.2f}{' (resumed)' if r.resumed else ''} |")
+        for name, why in self.skipped.items():
+            lines.append(f"| {name} | skipped: {why} | | | | | | | | |")
+        return "\n".join(lines)

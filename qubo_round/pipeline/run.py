@@ -1,0 +1,174 @@
+"""Sequential, asymmetric reconstruction of a whole network, layer by layer (eq. 25).
+
+Layers are processed in execution order. Layer ``i`` sees inputs ``x_hat`` from the network whose
+layers ``< i`` are already quantized, and targets from the float network on the same batches.
+Each layer's rounding problem is the asymmetric QUBO (covariance form), solved by any registered
+solver, or, for the activation-aware loss, the data form of the relaxation. Every finished layer
+is checkpointed at once; a rerun with the same configuration resumes after the last one.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..builders import asymmetric_problem
+from ..layers import LayerAdapter
+from ..stats import capture_stats, iterate_batches
+from .checkpoint import RunDirectory
+from .config import QuantConfig
+from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
+from .qstate import LayerQState
+from .report import LayerReport, QuantReport
+
+log = logging.getLogger(__name__)
+
+
+def _to_device(batch, device):
+    if isinstance(batch, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch.to(device)
+
+
+def _num_samples(batch) -> int:
+    if isinstance(batch, dict):
+        return int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
+    return int(batch.shape[0])
+
+
+def _signature(model: nn.Module) -> dict:
+    """What identifies the float model of a run (to refuse resuming on another model)."""
+    sd = model.state_dict()
+    h = 0.0
+    for k in sorted(sd):
+        if sd[k].is_floating_point():
+            h += float(sd[k].double().abs().sum())
+    return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+            "weight_abs_sum": round(h, 6)}
+
+
+def _solver_for(spec: str, params: dict, device: str):
+    from qubo_round.solvers import get_solver, solver_class
+    cls = solver_class(spec)
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    if "device" in fields and "device" not in params:
+        params = {**params, "device": device}
+    return get_solver(spec, **params)
+
+
+def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str) -> str:
+    """``auto``: the data form when an activation-aware loss is asked for (not a QUBO), else the
+    cheaper per step of covariance (~2 rows cols^2) and data (~4 rows cols batch_cols)."""
+    if form != "auto":
+        return form
+    if activation != "none":
+        return "data"
+    return "covariance" if 2 * rows * cols**2 <= 4 * rows * cols * batch_cols else "data"
+
+
+def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = None, *,
+                   device: str = "cpu", run_dir=None, progress: bool = True) -> tuple[nn.Module, QuantReport]:
+    """Quantize every supported layer of ``model``; return ``(quantized copy, report)``.
+
+    Args:
+        model: any ``nn.Module`` (left unchanged).
+        calibration: unlabelled inputs: a tensor (N, ...), a DataLoader, or an iterable of batches
+            (tensors, or dicts of tensors passed as keyword arguments).
+        config: :class:`QuantConfig` (bits, grid, solver and settings, form, overrides, seed).
+        device: ``cpu`` or ``cuda``.
+        run_dir: checkpoint directory; a rerun with the same configuration resumes.
+        progress: show progress bars.
+    """
+    config = config or QuantConfig()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu'")
+    t0 = time.perf_counter()
+    batches = [_to_device(b, device) for b in iterate_batches(calibration)]
+    if not batches:
+        raise ValueError("calibration data is empty (no batch); pass at least one input")
+    fmodel = copy.deepcopy(model).eval().to(device)
+    folded = fold_batchnorm(fmodel) if config.fold_bn else []
+    order = execution_order(fmodel, batches[0])
+    if not order:
+        raise ValueError(f"the model ({type(model).__name__}) has no supported layer that runs on the "
+                         "calibration data; supported: Linear, Conv1d, Conv2d")
+    unknown = sorted(set(config.overrides) - set(order))
+    if unknown:
+        raise ValueError(f"overrides name layer(s) {unknown} that are not quantizable layers of the model; "
+                         f"layers: {', '.join(order)}")
+    qmodel = copy.deepcopy(fmodel)
+    report = QuantReport(skipped=unsupported_layers(fmodel, order), folded_bn=folded, config=config.to_dict())
+    relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
+    rd = RunDirectory(run_dir, config, _signature(model)) if run_dir is not None else None
+    qmods = dict(qmodel.named_modules())
+    bar = tqdm(order, desc="layers", disable=not progress, unit="layer")
+    for index, name in enumerate(bar):
+        bar.set_postfix_str(name)
+        lcfg = config.for_layer(name)
+        if lcfg.skip:
+            report.skipped[name] = "skipped by override"
+            continue
+        done = rd.load(index, name) if rd is not None else None
+        if done is not None:
+            qs, row = done
+            qs.apply(qmods[name])
+            report.layers.append(row)
+            report.qstate[name] = qs
+            log.info("layer %s: resumed from the run directory", name)
+            continue
+        qs, row = _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg,
+                                  name in relu_after, device, progress)
+        qs.apply(qmods[name])
+        report.layers.append(row)
+        report.qstate[name] = qs
+        if rd is not None:
+            rd.save(index, name, qs, row)
+    report.seconds = time.perf_counter() - t0
+    return qmodel, report
+
+
+def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, device, progress):
+    t0 = time.perf_counter()
+    grid = config.grid(lcfg.bits)
+    ad = LayerAdapter(dict(fmodel.named_modules())[name], name)
+    st = capture_stats(fmodel, [name], batches, model_hat=qmodel)[name]
+    activation = "relu" if relu else "none"
+    positions = st.count // sum(_num_samples(b) for b in batches)
+    form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation)
+    if form == "covariance" and activation != "none":
+        log.warning("layer %s: the covariance form cannot include the ReLU; using the linear loss", name)
+        activation = "none"
+    problems = [asymmetric_problem(W, acc.H, acc.H_hat, acc.C, grid, layer=name, group=g)
+                for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
+    seed = config.seed + index
+    Vs, statuses = [], []
+    if form == "covariance":
+        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device)
+        for p in problems:
+            r = solver.solve(p, seed=seed)
+            Vs.append(p.to_rounding(r.best))
+            statuses.append(r.status)
+    else:
+        from qubo_round.relaxations.data_form import solve_data_form
+        Vs, statuses = solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config,
+                                       activation, seed, device, progress)
+    near = [p.space.nearest() for p in problems]
+    nearest_loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, near)))
+    loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, Vs)))
+    free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
+    changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
+    qs = LayerQState.from_spaces([p.space for p in problems], Vs, ad.module.weight.shape)
+    row = LayerReport(name=name, index=index, groups=ad.groups, rows=ad.rows * ad.groups, cols=ad.cols,
+                      bits=grid.bits, solver=lcfg.solver, form=form, activation=activation,
+                      nearest_loss=nearest_loss, loss=loss, changed_fraction=changed / max(free, 1),
+                      seconds=time.perf_counter() - t0,
+                      status="time_limit" if "time_limit" in statuses else statuses[0])
+    log.info("layer %s: %s/%s loss %.4g (nearest %.4g), %.1f%% changed, %.2fs", name, lcfg.solver, form,
+             loss, nearest_loss, 100 * row.changed_fraction, row.seconds)
+    return qs, row

@@ -1,0 +1,231 @@
+"""The continuous form of a QUBO family, shared by the relaxation solvers and GPTQ.
+
+Every row of a family is written as a quadratic in a real vector ``h`` (method.md sections 2-3)::
+
+    E_k(h) = a_k h^T P_k h + l_k . h + c_k,        h in [0, 1]^n
+
+which equals the row's QUBO energy on every binary ``h`` (``h_i^2 = h_i``):
+
+* :class:`~qubo_round.problem.LayerQUBO`: ``P_k = A_k`` (``H``), ``a_k = s_k^2``, ``l_k = h_k``
+  (the problem's linear terms). In the covariance form this is the layer's reconstruction loss
+  ``tr(dW H dW^T)`` of the relaxed weights ``W_tilde = s (floor + h)``: one step costs about
+  ``2 rows cols^2`` flops, independent of the amount of calibration data.
+* :class:`~qubo_round.problem.DenseQUBO`: the split of ``Q`` into quadratic and linear parts is
+  not recorded, so the diagonal is moved to the linear term and the smallest uniform shift that
+  makes the quadratic part positive semidefinite is added back:
+  ``P = Q - diag(Q) + mu I``, ``l = diag(Q) - mu``, ``mu = max(0, -lambda_min(Q - diag(Q)))``,
+  ``a = 1``: a convex relaxation, exact on binary points.
+
+Scaling (how ``lambda`` of the relaxation solvers relates to the loss): each row is divided by its
+*unit* ``u_k = a_k * mean_{i free} P_k[i, i]``, the loss of moving one free weight of that row by
+one grid step (``s_k^2 E[x_i^2]`` averaged over the free inputs of the row). The normalised loss
+``E_k(h) / u_k`` is dimensionless: a regulariser weight ``lambda`` per variable means "lambda
+units of a one-step rounding error", whatever the layer's weight and activation scales.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qubo_round.problem import DenseQUBO, LayerQUBO, QUBOFamily
+from qubo_round.solvers.base import CapabilityError, Solver
+
+log = logging.getLogger(__name__)
+
+#: Constants of the rectified sigmoid (eq. 23).
+ZETA, GAMMA = 1.1, -0.1
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass(frozen=True)
+class QuadraticSplit:
+    """``E_k(h) = a_k h^T P_k h + lin_k . h + offset_k`` for every row k (numpy, float64).
+
+    Attributes:
+        P: (n, n) shared by all rows, or (rows, n, n) per row; symmetric.
+        a: (rows,) scale of the quadratic part (``s_k^2`` for layers, 1 for dense QUBOs).
+        lin: (rows, n) linear terms.
+        offset: (rows,) constants.
+        shift: the diagonal shift ``mu`` added for a dense QUBO (0 for layers).
+    """
+
+    P: np.ndarray
+    a: np.ndarray
+    lin: np.ndarray
+    offset: np.ndarray
+    shift: float = 0.0
+
+    @property
+    def shared(self) -> bool:
+        return self.P.ndim == 2
+
+    def row_P(self, k: int) -> np.ndarray:
+        return self.P if self.shared else self.P[k]
+
+    def units(self, fixed_mask: np.ndarray) -> np.ndarray:
+        """(rows,) loss of one free variable moved by one step: ``a_k mean_{i free} P_k[i, i]``;
+        falls back to the mean over all variables, then to 1 where that is not positive."""
+        d = np.diagonal(self.P, axis1=-2, axis2=-1)
+        d = np.broadcast_to(d, fixed_mask.shape)
+        free = ~fixed_mask
+        nfree = free.sum(1)
+        mean_free = np.where(nfree > 0, (d * free).sum(1) / np.maximum(nfree, 1), d.mean(1))
+        u = self.a * mean_free
+        bad = ~(np.isfinite(u) & (u > 0))
+        if bad.any():
+            alt = self.a * np.abs(d).mean(1)
+            u = np.where(bad, alt, u)
+            u = np.where(np.isfinite(u) & (u > 0), u, 1.0)
+        return u
+
+
+def quadratic_split(problem: QUBOFamily) -> QuadraticSplit:
+    """The continuous form of ``problem`` (see the module docstring)."""
+    if isinstance(problem, LayerQUBO):
+        return QuadraticSplit(P=problem.A, a=problem.scale**2, lin=problem.linear, offset=problem.offset)
+    if isinstance(problem, DenseQUBO):
+        Q = problem.Q
+        dq = np.diag(Q).copy()
+        P = Q - np.diag(dq)
+        mu = max(0.0, -float(np.linalg.eigvalsh(P)[0])) if P.shape[0] else 0.0
+        P[np.diag_indices_from(P)] += mu
+        log.debug("dense QUBO split: diagonal shift mu = %.4g makes the quadratic part PSD", mu)
+        return QuadraticSplit(P=P, a=np.ones(1), lin=(dq - mu)[None, :], offset=problem.offset, shift=mu)
+    raise CapabilityError(f"no continuous form for a {type(problem).__name__}; "
+                          "expected a LayerQUBO or a DenseQUBO")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (raises :class:`CapabilityError` without CUDA) or ``"auto"``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CapabilityError("device='cuda' was requested but CUDA is not available; "
+                              "use device='cpu' or device='auto'")
+    return torch.device(device)
+
+
+def check_device_dtype(device: str, dtype: str, threads: int | None = 1) -> None:
+    """Validate the ``device``, ``dtype`` and ``threads`` parameters (ValueError)."""
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+
+
+class RelaxedObjective:
+    """The normalised continuous objective of a family on one torch device, batched over rows.
+
+    ``F(h) = sum_k E_k(h_k) / u_k`` with ``u_k`` the row units (module docstring); fixed entries of
+    ``h`` are held at their values. All tensors are (rows, n) unless stated.
+    """
+
+    def __init__(self, problem: QUBOFamily, device: torch.device, dtype: torch.dtype) -> None:
+        sp = quadratic_split(problem)
+        self.units = sp.units(problem.fixed_mask)  # (rows,) float64, numpy
+        t = dict(device=device, dtype=dtype)
+        self.shared = sp.shared
+        self.P = torch.as_tensor(sp.P, **t)
+        self.a = torch.as_tensor(sp.a / self.units, **t)[:, None]  # (rows, 1)
+        self.lin = torch.as_tensor(sp.lin / self.units[:, None], **t)
+        self.c = torch.as_tensor(sp.offset / self.units, **t)
+        self.free = torch.as_tensor(~problem.fixed_mask, device=device)
+        self.fixed_value = torch.as_tensor(problem.fixed_value, **t)
+        self.device, self.dtype = device, dtype
+
+    def tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), device=self.device, dtype=self.dtype)
+
+    def hold_fixed(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` with fixed entries replaced by their values."""
+        return torch.where(self.free, h, self.fixed_value)
+
+    def matvec(self, h: torch.Tensor) -> torch.Tensor:
+        """(rows, n) ``P_k h_k``."""
+        if self.shared:
+            return h @ self.P
+        return torch.bmm(self.P, h.unsqueeze(-1)).squeeze(-1)
+
+    def value_and_grad(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised row energies (rows,) and their gradient in ``h`` (rows, n), zero on fixed
+        entries. ``h`` must already hold the fixed values."""
+        Ph = self.matvec(h)
+        value = (self.a * (h * Ph)).sum(-1) + (self.lin * h).sum(-1) + self.c
+        grad = (2.0 * self.a) * Ph + self.lin
+        return value, grad * self.free
+
+    def energies(self, h: torch.Tensor) -> np.ndarray:
+        """(rows,) float64 energies in the problem's own units (un-normalised)."""
+        v, _ = self.value_and_grad(h)
+        return v.double().cpu().numpy() * self.units
+
+
+class Adam:
+    """Adam (default betas) on one tensor, in place; the gradient is supplied by the caller."""
+
+    def __init__(self, x: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.x, self.lr, self.b1, self.b2, self.eps = x, lr, betas[0], betas[1], eps
+        self.m = torch.zeros_like(x)
+        self.v = torch.zeros_like(x)
+        self.t = 0
+
+    def step(self, grad: torch.Tensor) -> None:
+        self.t += 1
+        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        step = self.lr / (1 - self.b1**self.t)
+        denom = (self.v / (1 - self.b2**self.t)).sqrt_().add_(self.eps)
+        self.x.addcdiv_(self.m, denom, value=-step)
+
+
+def initial_h(problem: QUBOFamily, start: np.ndarray | None) -> np.ndarray:
+    """(rows, n) starting point of a relaxation: the prior ``frac(W/s)`` (0.5 on a plain QUBO),
+    or halfway between the prior and ``start`` when a start assignment is given."""
+    p = problem.prior
+    if start is not None:
+        p = 0.5 * (p + np.asarray(start, np.float64))
+    return p
+
+
+def deadline_of(time_limit: float | None, t0: float) -> float | None:
+    return None if time_limit is None else t0 + time_limit
+
+
+class TorchSolver(Solver):
+    """Base of the torch-based solvers.
+
+    Parameters every subclass has: ``device`` (checked before any work: ``"cuda"`` without CUDA
+    raises :class:`CapabilityError`), ``dtype``, and ``threads``: the CPU threads torch may use
+    during the solve (default 1; the per-step tensors are small, and on a busy machine torch's
+    intra-op threads cost more than they give; None keeps torch's global setting). The setting
+    is restored after the solve (process-global while it runs).
+    """
+
+    def check(self, problem: QUBOFamily) -> None:
+        super().check(problem)
+        resolve_device(self.params.device)
+
+    def solve(self, problem: QUBOFamily, **kw):
+        threads = self.params.threads
+        if threads is None:
+            return super().solve(problem, **kw)
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return super().solve(problem, **kw)
+        finally:
+            torch.set_num_threads(before)
+
+    def setup(self, problem: QUBOFamily) -> RelaxedObjective:
+        """The problem's normalised objective on the solver's device and dtype."""
+        device = resolve_device(self.params.device)
+        obj = RelaxedObjective(problem, device, DTYPES[self.params.dtype])
+        log.debug("%s on %s (%s): %s rows x %s, row units %.3g..%.3g", self.name, device,
+                  self.params.dtype, problem.rows, problem.n, obj.units.min(), obj.units.max())
+        return obj

@@ -1,0 +1,94 @@
+"""dwave-samplers' multistart tabu search (``TabuSampler``), row by row.
+
+Each row ``k`` is searched as the binary model ``to_bqm(problem, k)`` of its free variables;
+all reads are returned as ``(num_reads, rows, n)``. The search of one read runs for
+``timeout_ms`` milliseconds (or until ``num_restarts`` restarts); under a ``time_limit`` the
+per-read timeout shrinks to the time left divided by the reads still to run, and the status is
+``time_limit`` when that cut a read short. Results can depend on the machine's speed, since the
+search stops on a clock; pass a small ``num_restarts`` for runs that end before the timeout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qubo_round.problem import QUBOFamily
+
+from .base import Solver
+from .dimod_adapter import sample_rows
+from .registry import register
+
+__all__ = ["Tabu", "TabuParams"]
+
+
+def _positive_int(name: str, v, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class TabuParams:
+    """Parameters of :class:`Tabu` (those of ``dwave.samplers.TabuSampler.sample``).
+
+    Attributes:
+        num_reads: independent searches per row.
+        timeout_ms: milliseconds per read.
+        tenure: tabu tenure (None: the sampler's default, ``min(20, n / 4)``).
+        num_restarts: restarts per read before stopping (None: the sampler's default).
+    """
+
+    num_reads: int = 1
+    timeout_ms: int = 20
+    tenure: int | None = None
+    num_restarts: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("num_reads", self.num_reads)
+        _positive_int("timeout_ms", self.timeout_ms)
+        _positive_int("tenure", self.tenure, allow_none=True)
+        _positive_int("num_restarts", self.num_restarts, allow_none=True)
+
+
+@register("tabu", presets={
+    "fast": {"timeout_ms": 5},
+    "long": {"num_reads": 4, "timeout_ms": 2000},
+})
+class Tabu(Solver):
+    """dwave-samplers TabuSampler on the reduced model of every row."""
+
+    required_modules = ("dwave.samplers",)
+    Params = TabuParams
+
+    def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
+        from dwave.samplers import TabuSampler
+
+        p = self.params
+        sampler = TabuSampler()
+        cut = []
+
+        def per_row(k, left, rows_left):
+            timeout = p.timeout_ms
+            if left is not None:
+                budget = int(1000.0 * left / (rows_left * p.num_reads))
+                if budget < timeout:
+                    cut.append(k)
+                    timeout = max(1, budget)
+            kw = {"timeout": timeout}
+            if p.tenure is not None:
+                kw["tenure"] = p.tenure
+            if p.num_restarts is not None:
+                kw["num_restarts"] = p.num_restarts
+            return kw
+
+        def call(bqm, **kw):
+            if start is not None:
+                kw["initial_states_generator"] = "tile"
+            return sampler.sample(bqm, num_reads=p.num_reads, **kw)
+
+        X, extra = sample_rows(problem, call, rng=rng, start=start, time_limit=time_limit, per_row=per_row)
+        if cut:
+            extra["status"] = "time_limit"
+        return X, extra
