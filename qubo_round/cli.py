@@ -1,4 +1,4 @@
-"""Command line: ``qubo-round problem|solve|solvers|models``."""
+"""Command line: ``qubo-round quantize|problem|solve|solvers|models|bench|report``."""
 from __future__ import annotations
 
 import argparse
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.set_defaults(func=cmd_models)
     from .bench.cli import add_parsers as add_bench_parsers  # bench, report
     add_bench_parsers(sub)
+    from .pipeline.cli import add_parser as add_quantize_parser  # quantize
+    add_quantize_parser(sub)
     return ap
 
 

@@ -31,18 +31,33 @@ class ModelBundle:
     Attributes:
         name: registry name.
         model: the network, in eval mode.
-        calibration: ``(n, seed) -> inputs``, a seeded batch of ``n`` unlabelled inputs
-            (for digits: float32 ``(n, 1, 8, 8)``).
-        evaluation: ``() -> (inputs, labels)``, the held-out evaluation set
-            (for digits: ``(540, 1, 8, 8)`` float32 and ``(540,)`` int64).
+        calibration: ``(n, seed) -> inputs``, ``n`` seeded unlabelled inputs: a tensor (for
+            digits: float32 ``(n, 1, 8, 8)``) or a list of batches (dicts of tensors for MiniLM).
+        evaluation: ``() -> (inputs, labels)``, the held-out evaluation set of a classifier
+            (for digits: ``(540, 1, 8, 8)`` float32 and ``(540,)`` int64), or None.
         description: one-line human-readable description.
+        score: ``model -> {metric: value}`` for models that are not plain classifiers; None means
+            top-1 accuracy on ``evaluation``.
+        metric: the name of the headline metric in ``score``'s dict.
     """
 
     name: str
     model: nn.Module
-    calibration: Callable[[int, int], Tensor]
-    evaluation: Callable[[], tuple[Tensor, Tensor]]
+    calibration: Callable[[int, int], object]
+    evaluation: Callable[[], tuple[Tensor, Tensor]] | None
     description: str
+    score: Callable[[nn.Module], dict[str, float]] | None = None
+    metric: str = "accuracy"
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics of ``model`` (for classifiers: ``{"accuracy": top-1 in [0, 1]}``)."""
+        if self.score is not None:
+            return self.score(model)
+        import torch
+        x, y = self.evaluation()
+        with torch.no_grad():
+            pred = torch.cat([model(b).argmax(-1) for b in torch.split(x, 512)])
+        return {"accuracy": float((pred == y).float().mean())}
 
 
 class UnknownModelError(KeyError):
@@ -124,3 +139,24 @@ def _digits_factory() -> ModelBundle:
 
 
 register_model("digits", _digits_factory)
+
+
+def _minilm_factory() -> ModelBundle:
+    from qubo_round.models import minilm
+
+    model = minilm.load_minilm()
+    eval_batches = minilm.evaluation_batches()
+    reference = minilm.embed(model, eval_batches)
+
+    def score(m: nn.Module) -> dict[str, float]:
+        a = minilm.agreement(reference, minilm.embed(m, eval_batches))
+        return {"mean_cosine": a.mean_cosine, "nn_top1": a.nn_top1, "nn_top10_overlap": a.nn_top10_overlap}
+
+    return ModelBundle(
+        name="minilm", model=model, calibration=minilm.calibration_batches, evaluation=None,
+        description="all-MiniLM-L6-v2 sentence encoder (pretrained, offline; extra 'minilm'); "
+                    "metric: cosine similarity to the float embeddings",
+        score=score, metric="mean_cosine")
+
+
+register_model("minilm", _minilm_factory)

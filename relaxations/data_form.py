@@ -50,7 +50,7 @@ def capture_columns(fmodel, qmodel, name: str, batches) -> tuple[torch.Tensor, t
 
 def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activation, seed, device, progress):
     """Run the data form for every group of layer ``name``; returns (roundings V, statuses)."""
-    if lcfg.solver != "adaround":
+    if lcfg.solver.split("/")[0] != "adaround":
         raise ValueError(f"layer {name!r}: the data form is AdaRound's relaxation, solver {lcfg.solver!r} "
                          "cannot use it; use form='covariance' for other solvers")
     sched = AdaRoundSchedule.from_params(lcfg.solver_params)

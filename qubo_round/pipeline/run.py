@@ -62,11 +62,18 @@ def _solver_for(spec: str, params: dict, device: str):
     return get_solver(spec, **params)
 
 
-def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str) -> str:
-    """``auto``: the data form when an activation-aware loss is asked for (not a QUBO), else the
-    cheaper per step of covariance (~2 rows cols^2) and data (~4 rows cols batch_cols)."""
+#: Solvers that have a data form (the relaxation on mini-batches).
+DATA_FORM_SOLVERS = ("adaround",)
+
+
+def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str, solver: str) -> str:
+    """``auto``: covariance for solvers without a data form; otherwise the data form when an
+    activation-aware loss is asked for (not a QUBO), else the cheaper per step of covariance
+    (~2 rows cols^2) and data (~4 rows cols batch_cols)."""
     if form != "auto":
         return form
+    if solver.split("/")[0] not in DATA_FORM_SOLVERS:
+        return "covariance"
     if activation != "none":
         return "data"
     return "covariance" if 2 * rows * cols**2 <= 4 * rows * cols * batch_cols else "data"
@@ -140,9 +147,11 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     st = capture_stats(fmodel, [name], batches, model_hat=qmodel)[name]
     activation = "relu" if relu else "none"
     positions = st.count // sum(_num_samples(b) for b in batches)
-    form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation)
+    form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
+                       lcfg.solver)
     if form == "covariance" and activation != "none":
-        log.warning("layer %s: the covariance form cannot include the ReLU; using the linear loss", name)
+        log.warning("layer %s: the covariance form (solver %s) cannot include the ReLU; using the "
+                    "linear loss", name, lcfg.solver)
         activation = "none"
     problems = [asymmetric_problem(W, acc.H, acc.H_hat, acc.C, grid, layer=name, group=g)
                 for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]

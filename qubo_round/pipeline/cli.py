@@ -1,0 +1,125 @@
+"""``qubo-round quantize``: the main job, on a zoo model or a user's own model."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    q = sub.add_parser("quantize", help="quantize a whole network (default solver: adaround)")
+    q.add_argument("--model", default="digits", help="zoo name (digits, minilm) or FILE.py:FACTORY")
+    q.add_argument("--weights", help="state dict (.pt) for a FILE.py:FACTORY model")
+    q.add_argument("--calib", help="calibration inputs (.pt holding one tensor) for a FILE.py:FACTORY model")
+    q.add_argument("--eval", help="evaluation data (.pt holding (inputs, integer labels))")
+    q.add_argument("--bits", type=int, default=4)
+    q.add_argument("--granularity", choices=["channel", "tensor"], default="channel")
+    q.add_argument("--scheme", choices=["symmetric", "asymmetric"], default="symmetric")
+    q.add_argument("--narrow", action="store_true")
+    q.add_argument("--scale-method", choices=["minmax", "mse", "output-mse"], default="mse")
+    q.add_argument("--solver", default="adaround", help="registry name, optionally NAME/PRESET")
+    q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="solver parameter")
+    q.add_argument("--form", choices=["auto", "covariance", "data"], default="auto")
+    q.add_argument("--activation", choices=["none", "relu"], default="none",
+                   help="activation-aware loss through a following ReLU (data form)")
+    q.add_argument("--skip", action="append", default=[], metavar="LAYER", help="keep this layer in float")
+    q.add_argument("--calib-samples", type=int, default=None, help="default: 1024 (digits), 256 (minilm)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu", help="cpu or cuda")
+    q.add_argument("--run-dir", help="checkpoint directory (resume after an interruption)")
+    q.add_argument("--export", help="write the quantized model (safetensors + manifest) here")
+    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=run)
+
+
+def _load_user_model(args):
+    from ..zoo import ModelBundle
+    path, _, factory = args.model.rpartition(":")
+    spec = importlib.util.spec_from_file_location("user_model", path)
+    if spec is None or not Path(path).exists():
+        raise FileNotFoundError(f"model file {path} not found (expected FILE.py:FACTORY)")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, factory):
+        raise ValueError(f"{path} defines no function {factory!r}")
+    model = getattr(mod, factory)()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{path}:{factory} returned {type(model).__name__}, not an nn.Module")
+    if args.weights:
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    if not args.calib:
+        raise ValueError("a FILE.py:FACTORY model needs --calib INPUTS.pt (a tensor of calibration inputs)")
+    calib = torch.load(args.calib, map_location="cpu", weights_only=True)
+    if not isinstance(calib, torch.Tensor):
+        raise TypeError(f"--calib {args.calib} must hold one tensor, got {type(calib).__name__}")
+    evaluation = None
+    if args.eval:
+        ev = torch.load(args.eval, map_location="cpu", weights_only=True)
+        if not (isinstance(ev, (tuple, list)) and len(ev) == 2):
+            raise TypeError(f"--eval {args.eval} must hold a pair (inputs, integer labels)")
+        evaluation = lambda: (ev[0], ev[1])  # noqa: E731
+    return ModelBundle(name=args.model, model=model.eval(), calibration=lambda n, seed: calib[:n],
+                       evaluation=evaluation, description="user model")
+
+
+def run(args) -> int:
+    from ..cli import _parse_params
+    from . import LayerOverride, QuantConfig, quantize_model, save_quantized
+    from .nearest import nearest_model
+    from ..zoo import load_model
+
+    bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
+    n = args.calib_samples or (256 if args.model == "minilm" else 1024)
+    calib = bundle.calibration(n, args.seed)
+    config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
+                         scale_method=args.scale_method, solver=args.solver,
+                         solver_params=_parse_params(args.param), form=args.form, activation=args.activation,
+                         seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
+    can_eval = bundle.score is not None or bundle.evaluation is not None
+    metric = bundle.metric if can_eval else None
+    t0 = time.perf_counter()
+    qmodel, report = quantize_model(bundle.model, calib, config, device=args.device, run_dir=args.run_dir,
+                                    progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    qmodel = qmodel.cpu()
+    out = {"model": args.model, "bits": args.bits, "solver": args.solver, "granularity": args.granularity,
+           "scheme": args.scheme, "seed": args.seed, "calibration_samples": n, "seconds": seconds,
+           "metric": metric, "float_accuracy": None, "nearest_accuracy": None, "accuracy": None}
+    if can_eval:
+        first = calib[:1] if isinstance(calib, torch.Tensor) else calib[0]
+        near = (nearest_model(bundle.model, first, config) if config.scale_method != "output-mse" else
+                quantize_model(bundle.model, calib, QuantConfig(**{**config.__dict__, "solver": "nearest",
+                                                                   "solver_params": {}}), progress=False)[0])
+        res = {"float": bundle.evaluate(bundle.model), "nearest": near and bundle.evaluate(near),
+               "result": bundle.evaluate(qmodel)}
+        out.update(float_accuracy=res["float"][metric], nearest_accuracy=res["nearest"][metric],
+                   accuracy=res["result"][metric], metrics=res)
+    if args.export:
+        save_quantized(qmodel, report, args.export, model_name=None if ".py:" in args.model else args.model)
+        out["export"] = args.export
+    out["layers"] = report.rows()
+    out["skipped"] = report.skipped
+    if args.json:
+        print(json.dumps(out, default=str))
+        return 0
+    print(report.to_markdown())
+    print()
+    name = metric or "accuracy"
+    fmt = (lambda v: "n/a" if v is None else f"{100 * v:.2f}%") if name == "accuracy" else \
+        (lambda v: "n/a" if v is None else f"{v:.4f}")
+    print(f"| {args.model}, {args.bits}-bit {args.granularity} {args.scheme} | {name} |")
+    print("|---|---|")
+    print(f"| float | {fmt(out['float_accuracy'])} |")
+    print(f"| nearest | {fmt(out['nearest_accuracy'])} |")
+    print(f"| {args.solver} | {fmt(out['accuracy'])} |")
+    print(f"| time | {seconds:.1f} s |")
+    return 0
