@@ -6,7 +6,7 @@ from .base import (STATUSES, TIMING_KEYS, CapabilityError, ParameterError, Solve
                    SolverError)
 from .registry import (UnknownSolverError, available_families, available_solvers, describe, get_solver, register,
                        register_family, solver_class)
-from . import simple, exact, greedy, sdp, cem  # noqa: F401,E402  (registration)
+from . import simple, exact, greedy, anneal, neal, tabu, dimod_adapter, sdp, cem  # noqa: F401,E402  (registration)
 
 __all__ = ["STATUSES", "TIMING_KEYS", "CapabilityError", "ParameterError", "SolveResult", "Solver",
            "SolverError", "UnknownSolverError", "available_solvers", "describe", "get_solver",

@@ -89,8 +89,7 @@ def sample_rows(problem: QUBOFamily, call: Callable[..., Any], *, rng: np.random
             per.append(base[k][None])
             counts.append(1)
             continue
-        kw: dict[str, Any] = {}
-        kw["seed"] = int(seeds[k])
+        kw: dict[str, Any] = {"seed": int(seeds[k])}
         if warm and start is not None:
             kw["initial_states"] = (start[k, labels][None].astype(np.int8), labels.tolist())
         if per_row is not None:

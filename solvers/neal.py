@@ -45,7 +45,8 @@ class NealParams:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.beta_schedule_type not in ("geometric", "linear"):
-            raise ValueError(f"beta_schedule_type must be 'geometric' or 'linear', got {self.beta_schedule_type!r}")
+            raise ValueError("beta_schedule_type must be 'geometric' or 'linear', "
+                             f"got {self.beta_schedule_type!r}")
         br = self.beta_range
         if br is not None and br != "auto":
             try:
@@ -81,6 +82,7 @@ class Neal(Solver):
             from .anneal import auto_beta_range
             probe = problem.apply_fixed(rng.random((1, *problem.shape)) < problem.prior)
             ranges = auto_beta_range(problem, probe)
+
         def per_row(k, left, rows_left):
             kw = {}
             if ranges is not None:

@@ -54,7 +54,7 @@ class TabuParams:
 
 @register("tabu", presets={
     "fast": {"timeout_ms": 5},
-    "long": {"num_reads": 4, "timeout_ms": 2000},
+    "long": {"num_reads": 2, "timeout_ms": 500},
 })
 class Tabu(Solver):
     """dwave-samplers TabuSampler on the reduced model of every row."""
