@@ -52,7 +52,7 @@ def check_hessian(H: np.ndarray, damping: str | float | None = "auto", name: str
     if not np.allclose(H, H.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(H).max())):
         raise ValueError(f"{name} is not symmetric; a curvature matrix must satisfy H == H.T")
     H = (H + H.T) / 2
-    eig = np.linalg.eigvalsh(H)
+    eig = _eigvalsh(H)
     lmin, lmax = float(eig[0]), float(eig[-1])
     scale = max(abs(lmax), abs(lmin), 1e-300)
     if lmin < -PSD_TOL * scale:
@@ -89,6 +89,13 @@ def check_hessian(H: np.ndarray, damping: str | float | None = "auto", name: str
                  "solvers that factor H apply their own damping", name, lmin, lmax)
     cond = lmax / lmin if lmin > PSD_TOL * scale else float("inf")
     return H, HessianCheck(lmin, lmax, cond, lam, status)
+
+
+def _eigvalsh(H: np.ndarray) -> np.ndarray:
+    """Eigenvalues, ascending; large matrices go to the GPU when one is present."""
+    if H.shape[0] >= 512 and torch.cuda.is_available():
+        return torch.linalg.eigvalsh(torch.from_numpy(H).cuda()).cpu().numpy()
+    return np.linalg.eigvalsh(H)
 
 
 def _class_sqrt_factors(logits: torch.Tensor) -> torch.Tensor:

@@ -33,19 +33,27 @@ class CovarianceAccumulator:
         self._S_hat = torch.zeros(cols, cols, dtype=torch.float64) if asymmetric else None
         self._C = torch.zeros(cols, cols, dtype=torch.float64) if asymmetric else None
 
+    def _to(self, device: torch.device) -> None:
+        """Keep the sums on the device of the data (a GPU accumulates on the GPU)."""
+        if self._S.device != device:
+            self._S = self._S.to(device)
+            self._S_hat = None if self._S_hat is None else self._S_hat.to(device)
+            self._C = None if self._C is None else self._C.to(device)
+
     def add_batch(self, x: torch.Tensor, x_hat: torch.Tensor | None = None, where: str = "") -> None:
         """Add column samples ``x`` (cols, m) (and ``x_hat`` (cols, m) when asymmetric)."""
-        x = x.detach().to("cpu", torch.float64)
+        x = x.detach().to(torch.float64)
         if x.shape[0] != self.cols:
             raise ValueError(f"{where}: input has {x.shape[0]} features, expected {self.cols}")
         _check_finite(x, where, "input activations")
         if self.asymmetric:  # validate everything before touching the sums
             if x_hat is None:
                 raise ValueError(f"{where}: asymmetric statistics need x_hat for every batch")
-            x_hat = x_hat.detach().to("cpu", torch.float64)
+            x_hat = x_hat.detach().to(x.device, torch.float64)
             if x_hat.shape != x.shape:
                 raise ValueError(f"{where}: x_hat has shape {tuple(x_hat.shape)}, x has {tuple(x.shape)}")
             _check_finite(x_hat, where, "inputs from the quantized network")
+        self._to(x.device)
         self._S += x @ x.T
         if self.asymmetric:
             self._S_hat += x_hat @ x_hat.T
@@ -55,7 +63,7 @@ class CovarianceAccumulator:
     def _mean(self, S: torch.Tensor) -> np.ndarray:
         if self.count == 0:
             raise ValueError("no calibration samples were accumulated (empty calibration data)")
-        return (S / self.count).numpy()
+        return (S / self.count).cpu().numpy()
 
     @property
     def H(self) -> np.ndarray:

@@ -3,9 +3,11 @@
     minimise  (1/m) || f_a(W X_b + c) - f_a(W_tilde(h(V)) X_hat_b + c) ||_F^2 + lambda * f_reg(V)
 
 over batches ``b`` of ``batch_size`` calibration samples (``m`` columns: samples times positions),
-with ``W_tilde = s (L + h(V) - z)`` (fixed entries keep their level). The loss is normalised like
-the QUBO energy (sum over output channels, mean over columns), so ``lambda`` means the same in the
-covariance form. Cost per step about ``4 rows cols m``; needed when ``f_a`` is a ReLU.
+with ``W_tilde = s (L + h(V) - z)`` (fixed entries keep their level). Each row's squared error is
+averaged over columns and divided by the row's unit ``u_k`` (``relaxations.objective.row_units``,
+the loss of moving one weight by one grid step), exactly as the covariance form of ``adaround``
+does, so ``lambda`` means the same in both forms. Cost per step about ``4 rows cols m``; needed
+when ``f_a`` is a ReLU.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 from qubo_round.layers import LayerAdapter
 from qubo_round.stats import _call
 
+from .objective import row_units
 from .schedule import AdaRoundSchedule, rectified_sigmoid, rectified_sigmoid_inverse, regulariser
 
 log = logging.getLogger(__name__)
@@ -73,12 +76,13 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
     Vs = []
     for g, p in enumerate(problems):
         b = None if bias is None else bias[g * p.space.shape[0]:(g + 1) * p.space.shape[0]].to(device)
-        Vs.append(_optimise(p.space, X[g].to(device), Xh[g].to(device), b, activation, sched,
+        units = torch.as_tensor(row_units(p), dtype=torch.float32, device=device)
+        Vs.append(_optimise(p.space, X[g].to(device), Xh[g].to(device), b, units, activation, sched,
                             config.batch_size, positions, gen, device, progress, f"{name}[{g}]"))
     return Vs, ["feasible"] * len(problems)
 
 
-def _optimise(space, X, Xh, bias, activation, sched: AdaRoundSchedule, batch_size, positions, gen,
+def _optimise(space, X, Xh, bias, units, activation, sched: AdaRoundSchedule, batch_size, positions, gen,
               device, progress, label) -> np.ndarray:
     f = torch.relu if activation == "relu" else (lambda t: t)
     dt = torch.float32
@@ -101,7 +105,7 @@ def _optimise(space, X, Xh, bias, activation, sched: AdaRoundSchedule, batch_siz
         out = (s * (base + h)) @ xhb
         if bias is not None:
             target, out = target + bias[:, None], out + bias[:, None]
-        rec = ((f(target) - f(out)) ** 2).sum() / cols.numel()
+        rec = (((f(target) - f(out)) ** 2).sum(1) / units).sum() / cols.numel()
         beta = sched.beta(t)
         loss = rec if beta is None else rec + sched.lam * regulariser(h[free], beta)
         opt.zero_grad(set_to_none=True)

@@ -25,6 +25,7 @@ units of a one-step rounding error", whatever the layer's weight and activation 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,6 @@ from qubo_round.solvers.base import CapabilityError, Solver
 
 log = logging.getLogger(__name__)
 
-#: Constants of the rectified sigmoid (eq. 23).
-ZETA, GAMMA = 1.1, -0.1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -99,12 +98,19 @@ def quadratic_split(problem: QUBOFamily) -> QuadraticSplit:
                           "expected a LayerQUBO or a DenseQUBO")
 
 
+def row_units(problem: QUBOFamily) -> np.ndarray:
+    """(rows,) the unit of each row's loss (module docstring): divide a row's loss by it to make
+    a regulariser weight ``lambda`` mean the same in every layer and every form."""
+    return quadratic_split(problem).units(problem.fixed_mask)
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"`` (raises :class:`CapabilityError` without CUDA) or ``"auto"``."""
+    """``"cpu"``, ``"cuda"`` / ``"cuda:N"`` (raises :class:`CapabilityError` without CUDA) or
+    ``"auto"`` (CUDA when available)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CapabilityError("device='cuda' was requested but CUDA is not available; "
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CapabilityError(f"device={device!r} was requested but CUDA is not available; "
                               "use device='cpu' or device='auto'")
     return torch.device(device)
 
@@ -113,8 +119,9 @@ def check_device_dtype(device: str, dtype: str, threads: int | None = 1) -> None
     """Validate the ``device``, ``dtype`` and ``threads`` parameters (ValueError)."""
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    cuda_n = isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit()
+    if device not in DEVICES and not cuda_n:
+        raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
 
@@ -133,6 +140,7 @@ class RelaxedObjective:
         self.shared = sp.shared
         self.P = torch.as_tensor(sp.P, **t)
         self.a = torch.as_tensor(sp.a / self.units, **t)[:, None]  # (rows, 1)
+        self.a2 = 2.0 * self.a
         self.lin = torch.as_tensor(sp.lin / self.units[:, None], **t)
         self.c = torch.as_tensor(sp.offset / self.units, **t)
         self.free = torch.as_tensor(~problem.fixed_mask, device=device)
@@ -152,6 +160,11 @@ class RelaxedObjective:
             return h @ self.P
         return torch.bmm(self.P, h.unsqueeze(-1)).squeeze(-1)
 
+    def grad(self, h: torch.Tensor) -> torch.Tensor:
+        """Gradient in ``h`` (rows, n) of the normalised energies, not masked: the entries of
+        fixed variables are meaningless (their ``h`` never moves). ``h`` holds the fixed values."""
+        return torch.addcmul(self.lin, self.a2, self.matvec(h))
+
     def value_and_grad(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised row energies (rows,) and their gradient in ``h`` (rows, n), zero on fixed
         entries. ``h`` must already hold the fixed values."""
@@ -167,7 +180,8 @@ class RelaxedObjective:
 
 
 class Adam:
-    """Adam (default betas) on one tensor, in place; the gradient is supplied by the caller."""
+    """Adam (default betas) on one tensor, in place; the gradient is supplied by the caller.
+    Written out in few fused tensor ops, since the per-step tensors of a layer are small."""
 
     def __init__(self, x: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
         self.x, self.lr, self.b1, self.b2, self.eps = x, lr, betas[0], betas[1], eps
@@ -177,11 +191,18 @@ class Adam:
 
     def step(self, grad: torch.Tensor) -> None:
         self.t += 1
-        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        bc1, bc2 = 1 - self.b1**self.t, 1 - self.b2**self.t
+        self.m.lerp_(grad, 1 - self.b1)
         self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        step = self.lr / (1 - self.b1**self.t)
-        denom = (self.v / (1 - self.b2**self.t)).sqrt_().add_(self.eps)
-        self.x.addcdiv_(self.m, denom, value=-step)
+        denom = self.v.sqrt().add_(self.eps * math.sqrt(bc2))
+        self.x.addcdiv_(self.m, denom, value=-self.lr * math.sqrt(bc2) / bc1)
+
+    def reach(self) -> torch.Tensor:
+        """Upper bound on how far each entry of ``x`` can still move if every future gradient
+        is zero (momentum alone): ``lr / bc1 * |m| / sqrt(v) / (1 - b1 / sqrt(b2))``."""
+        bc1 = 1 - self.b1 ** max(self.t, 1)
+        ratio = self.m.abs() / (self.v.sqrt() + 1e-30)
+        return ratio * (self.lr / bc1 / (1 - self.b1 / math.sqrt(self.b2)))
 
 
 def initial_h(problem: QUBOFamily, start: np.ndarray | None) -> np.ndarray:

@@ -29,12 +29,12 @@ def regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
 @dataclass(frozen=True)
 class AdaRoundSchedule:
     """Hyper-parameters: ``iterations`` (the paper's 10k), Adam ``lr``, regulariser weight
-    ``lam`` (0.01), ``beta`` annealed from ``beta_start`` (20) to ``beta_end`` (2) after a warm-up
+    ``lam`` (1.0, per unit of row loss: see ``relaxations.objective.row_units``), ``beta`` annealed from ``beta_start`` (20) to ``beta_end`` (2) after a warm-up
     of ``warmup`` (20%) of the iterations without the regulariser, ``decay`` linear or cosine."""
 
     iterations: int = 10000
     lr: float = 1e-2
-    lam: float = 0.01
+    lam: float = 1.0
     beta_start: float = 20.0
     beta_end: float = 2.0
     warmup: float = 0.2

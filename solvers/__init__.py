@@ -6,7 +6,8 @@ from .base import (STATUSES, TIMING_KEYS, CapabilityError, ParameterError, Solve
                    SolverError)
 from .registry import (UnknownSolverError, available_families, available_solvers, describe, get_solver, register,
                        register_family, solver_class)
-from . import simple, exact, greedy, anneal, neal, tabu, dimod_adapter, sdp, cem  # noqa: F401,E402  (registration)
+from . import simple, exact, greedy, anneal, neal, tabu, dimod_adapter, sdp, cem, gptq  # noqa: F401,E402
+from qubo_round.relaxations import adaround, sigmoid_anneal, ste  # noqa: F401,E402  (registration)
 
 __all__ = ["STATUSES", "TIMING_KEYS", "CapabilityError", "ParameterError", "SolveResult", "Solver",
            "SolverError", "UnknownSolverError", "available_solvers", "describe", "get_solver",
