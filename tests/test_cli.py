@@ -74,3 +74,37 @@ def test_console_script_is_installed():
     assert exe, "the console command qubo-round is not on PATH"
     out = subprocess.run([exe, "solvers"], capture_output=True, text=True, check=True).stdout
     assert "| exact | True | 24 |" in out
+
+
+_SHORT_PARAMS = {"adaround": ["iterations=200"], "sigmoid-anneal": ["iterations=200"], "ste": ["iterations=200"],
+                 "anneal": ["num_sweeps=100"], "neal": ["num_reads=2"], "tabu": ["timeout_ms=20"]}
+
+
+@pytest.fixture(scope="module")
+def conv1_problem(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dump") / "conv1.npz"
+    assert main(["problem", "--layer", "conv1", "--bits", "2", "--samples", "64", "--dump", str(path),
+                 "--json"]) == 0
+    return path
+
+
+def _every_solver():
+    from qubo_round.solvers import available_solvers
+    return available_solvers()
+
+
+@pytest.mark.parametrize("solver", _every_solver())
+def test_solve_works_with_every_registered_solver(solver, conv1_problem, capsys):
+    capsys.readouterr()
+    params = [a for p in _SHORT_PARAMS.get(solver, []) for a in ("--param", p)]
+    assert main(["solve", str(conv1_problem), "--solver", solver, *params, "--json"]) == 0, capsys.readouterr().err
+    out = _json(capsys)
+    assert out["solver"] == solver and out["status"] in ("optimal", "feasible", "time_limit")
+    assert main(["solve", str(conv1_problem), "--solver", "exact", "--json"]) == 0
+    optimum = _json(capsys)["energy"]
+    assert out["energy"] >= optimum - 1e-12 * abs(optimum)
+
+
+def test_solve_with_a_dimod_sampler(conv1_problem, capsys):
+    assert main(["solve", str(conv1_problem), "--solver", "dimod:SteepestDescentSolver", "--json"]) == 0
+    assert _json(capsys)["solver"] == "dimod:SteepestDescentSolver"
