@@ -261,12 +261,17 @@ class LayerQUBO(QUBOFamily):
         return self.scale**2 * quad + (X * self.linear).sum(-1)
 
     def select_rows(self, rows: np.ndarray) -> "LayerQUBO":
-        """A sub-family of the given rows (for benchmarks on subsampled layers); drops ``space``."""
+        """A sub-family of the given rows (for benchmarks on subsampled layers); the rounding
+        space is restricted to the same rows."""
         rows = np.asarray(rows)
+        sp = self.space
+        space = None if sp is None else RoundingSpace(
+            W=sp.W[rows], s=sp.s[rows], z=sp.z[rows], L=sp.L[rows], fixed_mask=sp.fixed_mask[rows],
+            fixed_value=sp.fixed_value[rows], qmin=sp.qmin, qmax=sp.qmax)
         return LayerQUBO(A=self.A if self.shared else self.A[rows], scale=self.scale[rows],
                          linear=self.linear[rows], offset=self.offset[rows],
                          fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
-                         space=None, meta={**self.meta, "rows_selected": rows.tolist()})
+                         space=space, meta={**self.meta, "rows_selected": rows.tolist()})
 
 
 @dataclass(eq=False)

@@ -143,3 +143,11 @@ def test_solver_returning_bad_sample_is_caught():
 
     with pytest.raises(SolverError, match="violates a fixed variable"):
         Broken().solve(canned_problems(0)["dense-fixed"])
+
+
+def test_select_rows_keeps_the_rounding_space():
+    p = canned_problems(0)["layer-covariance"]
+    q = p.select_rows(np.array([0, 3]))
+    assert q.space is not None and q.space.shape == (2, p.n)
+    sub, full = get_solver("nearest").solve(q), get_solver("nearest").solve(p)
+    np.testing.assert_allclose(sub.energies[0], full.energies[0][[0, 3]])
