@@ -180,7 +180,7 @@ def test_save_non_problem_raises_type_error(tmp_path):
 def test_selected_rows_round_trip(tmp_path):
     p = _layer_problem(False).select_rows(np.array([2, 0]))
     q = load_problem(save_problem(p, tmp_path / "sel"))
-    assert q.space is None
+    assert q.space is not None and q.space.shape == (2, p.n)
     _assert_same_problem(p, q, np.random.default_rng(5))
 
 
