@@ -6,23 +6,33 @@ over batches ``b`` of ``batch_size`` calibration samples (``m`` columns: samples
 with ``W_tilde = s (L + h(V) - z)`` (fixed entries keep their level). Each row's squared error is
 averaged over columns and divided by the row's unit ``u_k`` (``relaxations.objective.row_units``,
 the loss of moving one weight by one grid step), exactly as the covariance form of ``adaround``
-does, so ``lambda`` means the same in both forms. Cost per step about ``4 rows cols m``; needed
-when ``f_a`` is a ReLU.
+does, so ``lambda`` means the same in both forms. Needed when ``f_a`` is a ReLU.
+
+The solver settings are those of the ``adaround`` solver spec of the layer (presets included:
+``adaround/fast`` runs 2k iterations at lr 0.1 here too), and the loop is written like the
+covariance form's (:mod:`qubo_round.relaxations.adaround`): analytic gradients, the same fused
+Adam, the same schedule, the same CPU thread setting and the same early stop once every ``h`` is
+clipped and cannot move again. The float target ``f_a(W X + c)`` does not depend on ``V`` and is
+computed once; the cached inputs are stored sample-major so that a batch is one gather of
+contiguous rows, and the batches are drawn up front. One step costs about ``4 rows cols m`` flops
+(forward product and its gradient) plus the ``rows x cols`` element-wise work both forms share.
 """
 from __future__ import annotations
 
 import logging
-import math
+import time
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import qubo_round.solvers  # noqa: F401  (import order: registers adaround; avoids the objective <-> solvers cycle)
 from qubo_round.layers import LayerAdapter
 from qubo_round.stats import _call
 
-from .objective import row_units
-from .schedule import AdaRoundSchedule, rectified_sigmoid, rectified_sigmoid_inverse, regulariser
+from .adaround import FREEZE_CHECK, AdaRoundParams, _frozen, inverse_rectified_sigmoid
+from .objective import DTYPES, Adam, row_units
+from .schedule import GAMMA, ZETA, AdaRoundSchedule
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +61,24 @@ def capture_columns(fmodel, qmodel, name: str, batches) -> tuple[torch.Tensor, t
     return X, Xh, X.shape[-1] // n
 
 
+def data_form_params(solver: str, solver_params: dict) -> AdaRoundParams:
+    """The resolved :class:`AdaRoundParams` of a layer's solver spec (``adaround`` or
+    ``adaround/PRESET``) and parameters: the data form runs with exactly the settings the
+    covariance form would (unknown or invalid parameters raise as they would there)."""
+    from qubo_round.solvers import get_solver
+    if solver.split("/")[0] != "adaround":
+        raise ValueError(f"the data form is AdaRound's relaxation, solver {solver!r} cannot use it; "
+                         "use form='covariance' for other solvers")
+    params = {k: v for k, v in solver_params.items() if k != "device"}
+    return get_solver(solver, **params).params
+
+
 def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activation, seed, device, progress):
     """Run the data form for every group of layer ``name``; returns (roundings V, statuses)."""
-    if lcfg.solver.split("/")[0] != "adaround":
-        raise ValueError(f"layer {name!r}: the data form is AdaRound's relaxation, solver {lcfg.solver!r} "
-                         "cannot use it; use form='covariance' for other solvers")
-    sched = AdaRoundSchedule.from_params(lcfg.solver_params)
+    try:
+        params = data_form_params(lcfg.solver, dict(lcfg.solver_params))
+    except ValueError as e:
+        raise ValueError(f"layer {name!r}: {e}") from e
     X, Xh, positions = capture_columns(fmodel, qmodel, name, batches)
     nbytes = 2 * X.numel() * 4
     samples = X.shape[-1] // positions
@@ -73,43 +95,97 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
         X, Xh = X[..., cols], Xh[..., cols]
     module = fmodel.get_submodule(name)
     bias = module.bias.detach().float() if module.bias is not None else None
-    Vs = []
-    for g, p in enumerate(problems):
-        b = None if bias is None else bias[g * p.space.shape[0]:(g + 1) * p.space.shape[0]].to(device)
-        units = torch.as_tensor(row_units(p), dtype=torch.float32, device=device)
-        Vs.append(_optimise(p.space, X[g].to(device), Xh[g].to(device), b, units, activation, sched,
-                            config.batch_size, positions, gen, device, progress, f"{name}[{g}]"))
+    before = torch.get_num_threads()
+    if params.threads is not None:
+        torch.set_num_threads(int(params.threads))
+    try:
+        Vs, infos = [], []
+        for g, p in enumerate(problems):
+            b = None if bias is None else bias[g * p.space.shape[0]:(g + 1) * p.space.shape[0]].to(device)
+            units = torch.as_tensor(row_units(p), device=device)
+            V, info = _optimise(p.space, X[g].to(device), Xh[g].to(device), b, units, activation, params,
+                                config.batch_size, positions, gen, device, progress, f"{name}[{g}]")
+            Vs.append(V)
+            infos.append(info)
+    finally:
+        torch.set_num_threads(before)
+    log.debug("layer %s: data form %s", name, infos)
     return Vs, ["feasible"] * len(problems)
 
 
-def _optimise(space, X, Xh, bias, units, activation, sched: AdaRoundSchedule, batch_size, positions, gen,
-              device, progress, label) -> np.ndarray:
-    f = torch.relu if activation == "relu" else (lambda t: t)
-    dt = torch.float32
+def data_form_grad(theta, xb, tb, sbase, s, free, fixed_h, inv, c, relu: bool, beta, lam: float) -> torch.Tensor:
+    """Gradient in ``theta`` (rows, cols) of one mini-batch's objective
+    ``sum_k sum_j inv_k / 2 * (f(out_jk) - tb_jk)^2 + lam * sum_{free} (1 - |2 h - 1|^beta)``, with
+    ``out = xb W_tilde^T (+ c)``, ``W_tilde = sbase + s h``, ``h`` the rectified sigmoid of
+    ``theta`` (fixed entries at ``fixed_h``), ``f`` the ReLU or the identity; ``xb`` (m, cols),
+    ``tb`` (m, rows) the batch's inputs and targets ``f(W x + c)``, ``inv`` (rows,) ``2 / (m u_k)``,
+    ``beta`` None during the warm-up (no regulariser). Gradients of fixed entries are not masked
+    (their ``h`` never moves)."""
+    sig = torch.sigmoid(theta)
+    raw = sig.mul(ZETA - GAMMA).add_(GAMMA)
+    h = raw.clamp(0.0, 1.0)
+    inside = h == raw  # the clip's gradient is zero (eq. 23)
+    h = torch.where(free, h, fixed_h)
+    out = xb @ torch.addcmul(sbase, s, h).T  # (m, rows): W_tilde x_hat
+    if relu:
+        if c is not None:
+            out += c
+        err = out.relu().sub_(tb).mul_(out > 0)
+    else:
+        err = out.sub_(tb)
+    g = (err.mul_(inv).T @ xb).mul_(s)  # (rows, cols) gradient in h
+    if beta is not None and lam > 0:
+        u = h.mul(2.0).sub_(1.0)  # d/dh (1 - |u|^beta) = -2 beta |u|^(beta-2) u
+        g.add_(u.abs().pow_(beta - 2.0).mul_(u), alpha=-2.0 * beta * lam)
+    return torch.ops.aten.sigmoid_backward(g, sig).mul_(inside).mul_(ZETA - GAMMA)
+
+
+def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, batch_size, positions, gen,
+              device, progress, label) -> tuple[np.ndarray, dict]:
+    """AdaRound on mini-batches for one group: ``X, Xh`` (cols, M) float and quantized-network
+    inputs (M = samples * positions, sample-major), ``units`` (rows,) row units. Returns the
+    rounding (rows, cols) uint8 and an info dict."""
+    t0 = time.perf_counter()
+    relu = activation == "relu"
+    dt = DTYPES[params.dtype]
+    sched = AdaRoundSchedule(iterations=params.iterations, lr=params.lr, lam=params.lam,
+                             beta_start=params.beta_start, beta_end=params.beta_end, warmup=params.warmup,
+                             decay=params.decay)
     W = torch.as_tensor(space.W, dtype=dt, device=device)
+    rows, cols = W.shape
+    samples = X.shape[-1] // positions
+    # float target f(W x + c), once; inputs sample-major (samples, positions, cols): a batch is a
+    # gather of contiguous rows. Without the ReLU the bias cancels and is left out.
+    with torch.no_grad():
+        T = X.to(dt).T @ W.T  # (M, rows)
+        if relu:
+            if bias is not None:
+                T += bias.to(dt)
+            T.relu_()
+        T = T.reshape(samples, positions, rows)
+        Xs = Xh.to(dt).T.contiguous().reshape(samples, positions, cols)
+    c = None if (bias is None or not relu) else bias.to(dt)
     s = torch.as_tensor(space.s, dtype=dt, device=device)[:, None]
-    base = torch.as_tensor(space.L - space.z[:, None], dtype=dt, device=device)
+    sbase = s * torch.as_tensor(space.L - space.z[:, None], dtype=dt, device=device)  # s (L - z)
     free = torch.as_tensor(~space.fixed_mask, device=device)
     fixed_h = torch.as_tensor(space.fixed_value, dtype=dt, device=device)
-    V = rectified_sigmoid_inverse(torch.as_tensor(space.frac, dtype=dt, device=device)).requires_grad_(True)
-    opt = torch.optim.Adam([V], lr=sched.lr)
-    samples = X.shape[-1] // positions
+    theta = inverse_rectified_sigmoid(torch.as_tensor(space.frac, dtype=dt, device=device).clamp(0.0, 1.0))
+    opt = Adam(theta, params.lr)
     bs = min(batch_size, samples)
-    offs = torch.arange(positions, device=device)
-    for t in tqdm(range(sched.iterations), desc=f"data form {label}", disable=not progress, leave=False):
-        n = torch.randint(samples, (bs,), generator=gen).to(device)
-        cols = (n[:, None] * positions + offs).reshape(-1)
-        xb, xhb = X[:, cols], Xh[:, cols]
-        target = W @ xb
-        h = torch.where(free, rectified_sigmoid(V), fixed_h)
-        out = (s * (base + h)) @ xhb
-        if bias is not None:
-            target, out = target + bias[:, None], out + bias[:, None]
-        rec = (((f(target) - f(out)) ** 2).sum(1) / units).sum() / cols.numel()
-        beta = sched.beta(t)
-        loss = rec if beta is None else rec + sched.lam * regulariser(h[free], beta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    V_hard = torch.where(free, (V.detach() >= 0).to(dt), fixed_h)
-    return V_hard.cpu().numpy().astype(np.uint8)
+    m = bs * positions
+    inv = (2.0 / m) / units.to(dt)  # d/d out of sum_k mean_cols (err^2) / u_k, without the err
+    draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
+    warm = int(params.warmup * params.iterations)
+    done, frozen = 0, None
+    for it in tqdm(range(params.iterations), desc=f"data form {label}", disable=not progress, leave=False):
+        n = draws[it]
+        g = data_form_grad(theta, Xs.index_select(0, n).view(m, cols), T.index_select(0, n).view(m, rows), sbase,
+                           s, free, fixed_h, inv, c, relu, sched.beta(it), params.lam)
+        opt.step(g)
+        done = it + 1
+        if it >= warm and done % FREEZE_CHECK == 0 and _frozen(theta, opt, free):
+            frozen = done
+            break
+    V_hard = torch.where(free, (theta >= 0).to(dt), fixed_h)
+    info = {"iterations_done": done, "frozen_at": frozen, "seconds": time.perf_counter() - t0}
+    return V_hard.cpu().numpy().astype(np.uint8), info

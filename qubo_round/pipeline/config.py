@@ -30,7 +30,8 @@ class QuantConfig:
     Attributes:
         bits, granularity, scheme, narrow, scale_method: the weight grid (see :class:`Grid`).
         solver: registry name (``adaround`` by default), ``solver_params`` its settings.
-        form: ``auto`` (by cost), ``covariance`` (the QUBO's exact objective, cost ~2 rows cols^2
+        form: ``auto`` (covariance unless the data form is much cheaper or an activation is
+            asked for: :func:`~qubo_round.pipeline.run.choose_form`), ``covariance`` (the QUBO's exact objective, cost ~2 rows cols^2
             per step) or ``data`` (mini-batches, cost ~4 rows cols batch_cols per step; needed for
             the activation-aware loss).
         activation: ``none`` or ``relu``: activation-aware loss through a following ReLU
@@ -39,7 +40,8 @@ class QuantConfig:
         seed: base seed; layer i uses ``seed + i``.
         overrides: layer name -> :class:`LayerOverride`.
         fold_bn: fold batch norm into the preceding conv/linear first.
-        ram_budget_mb: bound on cached layer activations of the data form.
+        ram_budget_mb: bound on cached layer activations, each: the float network's layer inputs
+            held for the run (:class:`~qubo_round.stats.FloatInputs`) and the data form's columns.
     """
 
     bits: int = 4

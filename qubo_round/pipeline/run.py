@@ -15,12 +15,13 @@ import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..builders import asymmetric_problem
 from ..layers import LayerAdapter
-from ..stats import capture_stats, iterate_batches
+from ..stats import FinishedOutputs, FloatInputs, capture_stats, iterate_batches
 from .checkpoint import RunDirectory
 from .config import QuantConfig
 from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
@@ -66,17 +67,35 @@ def _solver_for(spec: str, params: dict, device: str):
 DATA_FORM_SOLVERS = ("adaround",)
 
 
+#: Work per weight and step that both forms of AdaRound do alike (rectified sigmoid, regulariser,
+#: Adam: some 25 element-wise passes over rows x cols), in flop-equivalents of their matrix
+#: products. Measured on the digits layers (CPU, one thread): ~4000, e.g. fc1 (64 x 512) takes
+#: 1.9 ms per step in the data form (4 rows cols 32 = 4.2 Mflop) and 2.3 ms in the covariance
+#: form (2 rows cols^2 = 34 Mflop): an 8x difference in flops is a 1.2x difference in time.
+SHARED_COST_PER_WEIGHT = 4000
+#: Without an activation the data form is a mini-batch estimate of the covariance form's exact
+#: objective (a noisier one the fewer batch columns per input column; on the digits layers its
+#: final loss was never lower, and 6-27% higher on fc1, at 2-4 bits): ``auto`` takes it only when
+#: it is at least this many times cheaper per step.
+DATA_FORM_MARGIN = 2.0
+
+
 def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str, solver: str) -> str:
     """``auto``: covariance for solvers without a data form; otherwise the data form when an
-    activation-aware loss is asked for (not a QUBO), else the cheaper per step of covariance
-    (~2 rows cols^2) and data (~4 rows cols batch_cols)."""
+    activation-aware loss is asked for (not a QUBO), else the data form only when its estimated
+    cost per step, ``rows cols (4 batch_cols + S)``, is at most ``1 / DATA_FORM_MARGIN`` of the
+    covariance form's, ``rows cols (2 cols + S)`` (``S = SHARED_COST_PER_WEIGHT``, the work both
+    forms share): the exact objective unless mini-batches are much cheaper (large fully
+    connected layers)."""
     if form != "auto":
         return form
     if solver.split("/")[0] not in DATA_FORM_SOLVERS:
         return "covariance"
     if activation != "none":
         return "data"
-    return "covariance" if 2 * rows * cols**2 <= 4 * rows * cols * batch_cols else "data"
+    cov = 2 * cols + SHARED_COST_PER_WEIGHT
+    data = 4 * batch_cols + SHARED_COST_PER_WEIGHT
+    return "data" if DATA_FORM_MARGIN * data < cov else "covariance"
 
 
 def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = None, *,
@@ -114,6 +133,26 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
     rd = RunDirectory(run_dir, config, _signature(model)) if run_dir is not None else None
     qmods = dict(qmodel.named_modules())
+    # Identical statistics at a fraction of the forward passes: the float network never changes,
+    # so its layer inputs are captured once (as far as the RAM budget allows) instead of a float
+    # pass per layer; the quantized network's pass ends at the layer, and its finished submodules
+    # (embeddings, finished blocks) replay their outputs instead of recomputing them.
+    todo = [n for n in order if not config.for_layer(n).skip]
+    float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
+    replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
+    try:
+        _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
+                    float_inputs, replay)
+    finally:
+        replay.close()
+    log.info("forward passes: float network %d, finished submodules replayed %d time(s), computed %d",
+             float_inputs.passes, replay.hits, replay.misses)
+    report.seconds = time.perf_counter() - t0
+    return qmodel, report
+
+
+def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
+                float_inputs, replay):
     bar = tqdm(order, desc="layers", disable=not progress, unit="layer")
     for index, name in enumerate(bar):
         bar.set_postfix_str(name)
@@ -124,27 +163,30 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         done = rd.load(index, name) if rd is not None else None
         if done is not None:
             qs, row = done
+            float_inputs.discard(name)
             qs.apply(qmods[name])
+            replay.finish(name)
             report.layers.append(row)
             report.qstate[name] = qs
             log.info("layer %s: resumed from the run directory", name)
             continue
         qs, row = _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg,
-                                  name in relu_after, device, progress)
+                                  name in relu_after, device, progress, float_inputs, replay)
         qs.apply(qmods[name])
+        replay.finish(name)
         report.layers.append(row)
         report.qstate[name] = qs
         if rd is not None:
             rd.save(index, name, qs, row)
-    report.seconds = time.perf_counter() - t0
-    return qmodel, report
 
 
-def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, device, progress):
+def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, device, progress,
+                    float_inputs=None, replay=None):
     t0 = time.perf_counter()
     grid = config.grid(lcfg.bits)
     ad = LayerAdapter(dict(fmodel.named_modules())[name], name)
-    st = capture_stats(fmodel, [name], batches, model_hat=qmodel)[name]
+    st = capture_stats(fmodel, [name], batches, model_hat=qmodel, float_inputs=float_inputs,
+                       replay=replay)[name]
     activation = "relu" if relu else "none"
     positions = st.count // sum(_num_samples(b) for b in batches)
     form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
@@ -153,8 +195,12 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
         log.warning("layer %s: the covariance form (solver %s) cannot include the ReLU; using the "
                     "linear loss", name, lcfg.solver)
         activation = "none"
-    problems = [asymmetric_problem(W, acc.H, acc.H_hat, acc.C, grid, layer=name, group=g)
-                for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
+    # One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK
+    # syevd), whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2
+    # shared cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small.
+    with threadpool_limits(limits=1, user_api="blas"):
+        problems = [asymmetric_problem(W, acc.H, acc.H_hat, acc.C, grid, layer=name, group=g)
+                    for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
     seed = config.seed + index
     Vs, statuses = [], []
     if form == "covariance":

