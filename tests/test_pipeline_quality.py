@@ -13,7 +13,6 @@ from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.pipeline.run import choose_form
-from qubo_round.relaxations.adaround import AdaRoundParams
 from qubo_round.relaxations.data_form import _optimise, capture_columns, data_form_grad, data_form_params
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import ParameterError, get_solver
