@@ -12,7 +12,7 @@ Times are wall-clock seconds on the machine as it was (see the load averages in 
 time in the solvers' ``solve``, the rest of a run builds the layer problems (scales, the check
 of H_hat) and evaluates their losses. Everything runs sequentially in one process::
 
-    python benchmarks/minilm.py [--bits 4 3] [--methods nearest gptq adaround] \\
+    python benchmarks/minilm.py [--bits 4 3] [--methods nearest adaround gptq] \\
         [--adaround-iterations 500] [--samples 256] [--seed 0] [--out benchmarks/results/minilm]
 
 writes ``OUT.json`` (all records) and ``OUT.md`` (the table), after every run.
@@ -36,7 +36,7 @@ from qubo_round.zoo import load_model
 
 log = logging.getLogger("minilm_bench")
 
-METHODS = ("nearest", "gptq", "adaround")
+METHODS = ("nearest", "adaround", "gptq")
 METRICS = ("mean_cosine", "nn_top1", "nn_top10_overlap")
 
 

@@ -262,11 +262,22 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 
 def _plain_output(obj) -> bool:
-    """A tensor, or tuples/lists of tensors and plain values: safe to hand out again (a dict or
+    """A tensor, or tuples of tensors and plain values: safe to hand out again (a list, a dict or
     any other object could be changed by its receiver)."""
     if isinstance(obj, (torch.Tensor, _PLAIN)):
         return True
-    return type(obj) in (tuple, list) and all(_plain_output(o) for o in obj)
+    return type(obj) is tuple and all(_plain_output(o) for o in obj)
+
+
+def _snapshot(obj):
+    """The containers of an argument copied (their caller may change them later); tensors and
+    other objects as they are (tensors are checked by their version counters, other objects by
+    identity)."""
+    if type(obj) in (tuple, list):
+        return type(obj)(_snapshot(o) for o in obj)
+    if type(obj) is dict:
+        return {k: _snapshot(v) for k, v in obj.items()}
+    return obj
 
 
 def _same_value(a, b) -> bool:
@@ -346,11 +357,15 @@ class FinishedOutputs:
 
     def _update(self) -> None:
         want: dict[str, nn.Module] = {}
+        # every module that contains a pending layer (or is one)
+        holds_pending = {""} if self.pending else set()
+        for p in self.pending:
+            parts = p.split(".")
+            holds_pending.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
 
         def visit(prefix: str, mod: nn.Module, root: bool) -> None:
-            inside = any(p == prefix or p.startswith(prefix + ".") for p in self.pending) if prefix else bool(self.pending)
             own_forward = type(mod).forward is not nn.Module.forward
-            if not root and not inside and own_forward:
+            if not root and prefix not in holds_pending and own_forward:
                 want[prefix] = mod
                 return
             for child_name, child in mod.named_children():
@@ -427,7 +442,8 @@ class FinishedOutputs:
         if self.held_bytes() + sum(new.values()) > self.budget:
             return
         self._storages.update(new)
-        self._entries[key] = _Entry(args, kwargs, out, [(t, t._version) for t in tensors])
+        self._entries[key] = _Entry(_snapshot(args), _snapshot(kwargs), out,
+                                    [(t, t._version) for t in tensors])
 
     # ------------------------------------------------------------------ used by capture_stats
     def _begin(self, batch_index: int) -> None:

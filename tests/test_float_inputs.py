@@ -257,3 +257,30 @@ def test_replay_compares_arguments():
         assert blk(x, mask) is not a  # inactive outside capture_stats: plain forward
     replay.close()
     assert "forward" not in vars(blk)
+
+
+class _Sum(nn.Module):
+    def forward(self, xs, as_list=False):
+        total = sum(xs[1:], xs[0])
+        return [total] if as_list else (total,)
+
+
+def test_replay_snapshots_arguments_and_never_hands_out_lists():
+    f = _Sum()
+    replay = FinishedOutputs(nn.Sequential(f), [], float("inf"))
+    a, b = torch.ones(3), torch.full((3,), 2.0)
+    args = [a]
+    replay._begin(0)
+    out1 = f(args)
+    args.append(b)  # the caller changes its list after the call
+    replay._begin(0)
+    out2 = f([a, b])  # equal to the changed list, not to what was computed on: computed
+    assert torch.equal(out1[0], a) and torch.equal(out2[0], a + b) and replay.hits == 0
+    replay._begin(0)
+    assert f([a, b]) is out2 and replay.hits == 1  # a tuple of tensors: replayed
+    replay._begin(1)
+    first = f([a], as_list=True)
+    replay._begin(1)
+    assert f([a], as_list=True) is not first and replay.hits == 1  # a list (mutable): never held
+    replay._end()
+    replay.close()
