@@ -47,9 +47,11 @@ def test_calibration_and_evaluation_are_disjoint_and_deterministic():
     assert cal == minilm.sentence_split(0)[0] and len(cal) >= 512 and len(ev) >= 512
     assert not set(cal) & set(ev)
     a, b = minilm.calibration_batches(16, seed=0), minilm.calibration_batches(16, seed=0)
-    assert len(a) == len(b) == 1
-    for k in a[0]:
-        assert torch.equal(a[0][k], b[0][k])
+    assert len(a) == len(b) >= 1
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+        # calibration batches hold no padding: every token row is a real token
+        assert bool(x["attention_mask"].all())
     other = _texts(minilm.calibration_batches(16, seed=1))
     cal_texts = _texts(a)
     assert len(cal_texts) == 16 and set(cal_texts) != set(other)

@@ -122,7 +122,29 @@ def calibration_batches(n: int = 256, seed: int = 0) -> list[dict[str, torch.Ten
     if not 1 <= n <= len(pool):
         raise ValueError(f"n must be in 1..{len(pool)} calibration sentences, got {n}")
     rng = np.random.default_rng(seed)
-    return encode([pool[i] for i in rng.choice(len(pool), size=n, replace=False)])
+    return encode_unpadded([pool[i] for i in rng.choice(len(pool), size=n, replace=False)])
+
+
+def encode_unpadded(sentences: list[str], batch_size: int = 32, max_length: int = 256) -> list[dict[str, torch.Tensor]]:
+    """Tokenised batches in which every sentence has the same token count, so no padding token
+    exists: the layers' calibration statistics (H = E[x x^T] over token rows) see only real tokens.
+    With padded batches most rows of short docstring sentences are padding, which the masked mean
+    pooling ignores but a reconstruction loss would fit (about 60% of rows for 256 sentences)."""
+    tok = _tokenizer()
+    by_len: dict[int, list[str]] = {}
+    for s in sentences:
+        n = len(tok(s, truncation=True, max_length=max_length)["input_ids"])
+        by_len.setdefault(n, []).append(s)
+    batches = []
+    for n in sorted(by_len):
+        group = by_len[n]
+        for i in range(0, len(group), batch_size):
+            b = dict(tok(group[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                         return_tensors="pt"))
+            if not bool(b["attention_mask"].all()):
+                raise RuntimeError("tokeniser padded a same-length group; report this as a bug")
+            batches.append(b)
+    return batches
 
 
 def evaluation_batches(n: int = 512) -> list[dict[str, torch.Tensor]]:
