@@ -118,6 +118,23 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from .studies import STUDIES
+    from .studies.common import run_study
+
+    if args.list or not args.name:
+        if not args.list:
+            print("qubo-round: error: name a study (or --list); choose one of: " + ", ".join(STUDIES), file=sys.stderr)
+            return 2
+        for name, (_, question) in STUDIES.items():
+            print(f"{name:20s} {question}")
+        return 0
+    path = run_study(args.name, quick=args.quick, seed=args.seed, out=args.out,
+                     cache=None if args.no_cache else "default", fresh=args.fresh, progress=not args.no_progress)
+    print(f"wrote {path} (and the CSV/PNG files beside it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qubo-round", description=__doc__)
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -150,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_solvers)
     lm = sub.add_parser("models", help="list the model zoo")
     lm.set_defaults(func=cmd_models)
+    st = sub.add_parser("study", help="run one of the research studies (see studies/README.md)")
+    st.add_argument("name", nargs="?", help="study name (--list shows them)")
+    st.add_argument("--list", action="store_true", help="list the studies and their questions")
+    st.add_argument("--quick", action="store_true", help="CI-sized variant (minutes -> seconds); results go to runs/studies-quick/")
+    st.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    st.add_argument("--out", default=None, help="results folder (default studies/results/NAME)")
+    st.add_argument("--fresh", action="store_true", help="ignore cached cells and recompute everything")
+    st.add_argument("--no-cache", action="store_true", help="do not read or write the cell cache")
+    st.add_argument("--no-progress", action="store_true", help="no progress bars")
+    st.set_defaults(func=cmd_study)
     from .bench.cli import add_parsers as add_bench_parsers  # bench, report
     add_bench_parsers(sub)
     from .pipeline.cli import add_parser as add_quantize_parser  # quantize
