@@ -1,7 +1,9 @@
 """all-MiniLM-L6-v2 quantized at 4 and 3 bits (per-channel symmetric weights, MSE scales): how
 close the quantized sentence embeddings stay to the float ones, and what each method costs.
 
-Methods: ``nearest`` (round-to-nearest, no statistics: ``nearest_model``), ``gptq`` and
+Methods: ``nearest`` (round-to-nearest, no statistics: ``nearest_model``), ``gptq`` (exact
+conditioning on clipped weights, one factorisation per clip pattern), ``gptq/in-order`` (the
+reference GPTQ's handling of clipped weights, one factorisation per layer) and
 ``adaround`` (covariance form, ``--adaround-iterations`` Adam steps per layer at ``lr=0.1``, the
 learning rate of the ``adaround/fast`` preset) through ``quantize_model``: 36 Linear layers,
 asymmetric reconstruction, ``--samples`` calibration sentences drawn with ``--seed``. Metrics
@@ -36,7 +38,7 @@ from qubo_round.zoo import load_model
 
 log = logging.getLogger("minilm_bench")
 
-METHODS = ("nearest", "adaround", "gptq")
+METHODS = ("nearest", "adaround", "gptq", "gptq/in-order")
 METRICS = ("mean_cosine", "nn_top1", "nn_top10_overlap")
 
 

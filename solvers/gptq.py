@@ -95,6 +95,22 @@ def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True) 
     return q
 
 
+def error_feedback_round_forced(U: np.ndarray, targets: np.ndarray, forced: np.ndarray,
+                                values: np.ndarray) -> np.ndarray:
+    """:func:`error_feedback_round` where ``forced`` (R, m) marks variables that take ``values``
+    (R, m) instead of their rounded target; their error feeds forward like any other (GPTQ's
+    column loop with the clip of the grid: one factor ``U`` serves every row)."""
+    u = np.array(targets, dtype=np.float64, copy=True)
+    q = np.empty_like(u)
+    for j in range(u.shape[1]):
+        qj = np.minimum(np.maximum(np.floor(u[:, j] + 0.5), 0.0), 1.0)
+        qj = np.where(forced[:, j], values[:, j], qj)
+        q[:, j] = qj
+        err = (u[:, j] - qj) / U[j, j]
+        u[:, j + 1:] -= err[:, None] * U[j, j + 1:]
+    return q
+
+
 def gptq_round(A: np.ndarray, targets: np.ndarray, *, percdamp: float = 0.01, act_order: bool = False,
                clip: bool = True) -> tuple[np.ndarray, float]:
     """Round ``targets`` (R, m) against one matrix ``A`` (m, m); returns ``(q (R, m), delta)``.
@@ -114,18 +130,30 @@ class GPTQParams:
     percdamp: float = 0.01
     act_order: bool = False
     threads: int | None = 1  # BLAS threads during the solve (None: leave the library's setting)
+    fixed: str = "condition"  # or "in-order" (see GPTQ's docstring)
 
     def __post_init__(self) -> None:
+        if self.fixed not in ("condition", "in-order"):
+            raise ValueError(f"fixed must be 'condition' or 'in-order', got {self.fixed!r}")
         if not self.percdamp >= 0:
             raise ValueError(f"percdamp must be >= 0, got {self.percdamp}")
         if self.threads is not None and (not isinstance(self.threads, (int, np.integer)) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
 
 
-@register("gptq", presets={"act-order": {"act_order": True}})
+@register("gptq", presets={"act-order": {"act_order": True}, "in-order": {"fixed": "in-order"}})
 class GPTQ(Solver):
     """GPTQ / LDLQ: nearest rounding with error feedback through the inverse-Cholesky factor of
-    the row matrix, each variable restricted to floor or ceil."""
+    the row matrix, each variable restricted to floor or ceil.
+
+    ``fixed="condition"`` (default) treats each distinct pattern of fixed (clipped) variables
+    exactly: one factorisation per pattern (module docstring). When every row clips differently,
+    as with MSE scales on a transformer's wide layers, that is one factorisation per row.
+    ``fixed="in-order"`` (preset ``gptq/in-order``) is the reference GPTQ's behaviour instead:
+    one factorisation of the whole shared ``A`` per layer; a fixed variable takes its value
+    when the column loop reaches it and its error feeds the later columns only (earlier columns
+    did not see it coming). Rows with per-row ``A`` always use ``condition``.
+    """
 
     Params = GPTQParams
 
@@ -163,6 +191,8 @@ class GPTQ(Solver):
         sp = quadratic_split(problem)
         prior, fm, fv = problem.prior, problem.fixed_mask, problem.fixed_value.astype(np.float64)
         X = problem.apply_fixed((prior >= 0.5).astype(np.uint8))  # nearest: kept where time runs out
+        if sp.shared and self.params.fixed == "in-order":
+            return self._in_order(problem, sp, prior, fm, fv, X)
         if sp.shared:
             patterns, inverse = np.unique(fm, axis=0, return_inverse=True)
             groups = [(patterns[g], np.flatnonzero(inverse.reshape(-1) == g)) for g in range(len(patterns))]
@@ -185,3 +215,25 @@ class GPTQ(Solver):
         log.debug("gptq: %d factorisations, relative damping up to %.3g", done, max(deltas, default=0.0))
         return problem.apply_fixed(X), {"status": status, "factorisations": done,
                                         "damping_rel_max": float(max(deltas, default=0.0))}
+
+    def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv, X):
+        """One factor of the shared ``A`` for all rows; fixed variables forced in the loop."""
+        a, lin = np.broadcast_to(sp.a, (problem.rows,)), sp.lin
+        quad = (a > 0) & bool(np.any(sp.P))
+        X = (lin < 0).astype(np.uint8)  # rows without a quadratic part: the sign rule
+        delta_rel = 0.0
+        if quad.any():
+            A = sp.P
+            n = A.shape[0]
+            order = np.argsort(-np.diag(A), kind="stable") if self.params.act_order else np.arange(n)
+            Ao = A[np.ix_(order, order)]
+            U, _, delta = inverse_factor(Ao, self.params.percdamp)
+            r = -lin[quad][:, order] / (2.0 * a[quad, None])  # A u = r at the continuous optimum
+            u0 = prior[quad][:, order]
+            u = u0 + ((r - u0 @ Ao) @ U.T) @ U
+            q = np.empty_like(u)
+            q[:, order] = error_feedback_round_forced(U, u, fm[quad][:, order], fv[quad][:, order])
+            X[quad] = q.astype(np.uint8)
+            delta_rel = delta / max(float(np.mean(np.diag(A))), 1e-300)
+        return problem.apply_fixed(X), {"status": "feasible", "factorisations": int(quad.any()),
+                                        "damping_rel_max": float(delta_rel)}

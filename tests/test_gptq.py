@@ -50,7 +50,7 @@ def digits_conv1():
     return layer_problems(bundle.model, "conv1", bundle.calibration(256, 0), Grid(bits=3))[0]
 
 
-@pytest.mark.parametrize("spec", ["gptq", "gptq/act-order"])
+@pytest.mark.parametrize("spec", ["gptq", "gptq/act-order", "gptq/in-order"])
 def test_conformance(spec):
     check_solver(get_solver(spec))
 
@@ -144,3 +144,41 @@ def test_digits_conv1_beats_nearest():
     for spec in ("gptq", "gptq/act-order"):
         e = get_solver(spec).solve(p).energy
         assert opt <= e < 0.6 * near, spec
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_in_order_equals_condition_without_fixed_variables(act_order):
+    rng = np.random.default_rng(3)
+    W, H = random_layer(rng, rows=8, cols=16)
+    p = covariance_problem(W, H, Grid(bits=8, granularity="tensor", scale_method="minmax"))
+    p = p.select_rows(np.flatnonzero(~p.fixed_mask.any(1)))  # minmax: only the extreme weight sits on p
+    assert p.rows >= 6 and not p.fixed_mask.any()
+    kw = {"act_order": act_order}
+    a = get_solver("gptq", **kw).solve(p).samples[0]
+    b = get_solver("gptq", fixed="in-order", **kw).solve(p)
+    np.testing.assert_array_equal(a, b.samples[0])
+    assert b.info["factorisations"] == 1
+
+
+def test_in_order_one_factorisation_with_clipped_rows():
+    # MSE scales at 2 bits clip weights in most rows: "condition" factorises once per pattern,
+    # "in-order" once per layer; both keep the fixed values and beat nearest rounding here
+    rng = np.random.default_rng(4)
+    W, H = random_layer(rng, rows=24, cols=20)
+    W[rng.random(W.shape) < 0.1] *= 4  # outliers that the MSE scale clips
+    p = covariance_problem(W, H, Grid(bits=2, scale_method="mse"))
+    patterns = len(np.unique(p.fixed_mask, axis=0))
+    assert patterns > 5
+    cond, inord = get_solver("gptq").solve(p), get_solver("gptq/in-order").solve(p)
+    assert cond.info["factorisations"] == patterns - int(p.fixed_mask.all(1).any())
+    assert inord.info["factorisations"] == 1
+    near = p.energies(p.apply_fixed((p.prior >= 0.5).astype(np.uint8))).sum()
+    for r in (cond, inord):
+        x = r.samples[0]
+        assert np.array_equal(x[p.fixed_mask], p.fixed_value[p.fixed_mask])
+        assert p.energies(x).sum() < near
+
+
+def test_in_order_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="fixed must be"):
+        get_solver("gptq", fixed="later")
