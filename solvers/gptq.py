@@ -96,18 +96,27 @@ def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True) 
 
 
 def error_feedback_round_forced(U: np.ndarray, targets: np.ndarray, forced: np.ndarray,
-                                values: np.ndarray) -> np.ndarray:
+                                values: np.ndarray, block: int = 128) -> np.ndarray:
     """:func:`error_feedback_round` where ``forced`` (R, m) marks variables that take ``values``
     (R, m) instead of their rounded target; their error feeds forward like any other (GPTQ's
-    column loop with the clip of the grid: one factor ``U`` serves every row)."""
+    column loop with the clip of the grid: one factor ``U`` serves every row). Updates beyond the
+    current ``block`` of columns are applied once per block (one matrix product), as GPTQ does;
+    the result is the same up to floating-point rounding."""
     u = np.array(targets, dtype=np.float64, copy=True)
     q = np.empty_like(u)
-    for j in range(u.shape[1]):
-        qj = np.minimum(np.maximum(np.floor(u[:, j] + 0.5), 0.0), 1.0)
-        qj = np.where(forced[:, j], values[:, j], qj)
-        q[:, j] = qj
-        err = (u[:, j] - qj) / U[j, j]
-        u[:, j + 1:] -= err[:, None] * U[j, j + 1:]
+    m = u.shape[1]
+    for b0 in range(0, m, block):  # GPTQ's lazy batch updates: the rest of the row once per block
+        b1 = min(b0 + block, m)
+        err = np.empty((u.shape[0], b1 - b0))
+        for j in range(b0, b1):
+            qj = np.minimum(np.maximum(np.floor(u[:, j] + 0.5), 0.0), 1.0)
+            qj = np.where(forced[:, j], values[:, j], qj)
+            q[:, j] = qj
+            e = (u[:, j] - qj) / U[j, j]
+            err[:, j - b0] = e
+            u[:, j + 1:b1] -= e[:, None] * U[j, j + 1:b1]
+        if b1 < m:
+            u[:, b1:] -= err @ U[b0:b1, b1:]
     return q
 
 

@@ -182,3 +182,17 @@ def test_in_order_one_factorisation_with_clipped_rows():
 def test_in_order_rejects_unknown_mode():
     with pytest.raises(ValueError, match="fixed must be"):
         get_solver("gptq", fixed="later")
+
+
+def test_blocked_forced_loop_equals_unblocked():
+    from qubo_round.solvers.gptq import error_feedback_round_forced
+    rng = np.random.default_rng(5)
+    W, H = random_layer(rng, rows=30, cols=40)
+    U, _, _ = inverse_factor(H, 0.01)
+    u = rng.uniform(-0.3, 1.3, size=(30, 40))
+    forced = rng.random(u.shape) < 0.1
+    values = (rng.random(u.shape) < 0.5).astype(float)
+    one = error_feedback_round_forced(U, u, forced, values, block=40)
+    for block in (1, 7, 16):
+        np.testing.assert_array_equal(error_feedback_round_forced(U, u, forced, values, block=block), one)
+    assert np.array_equal(one[forced], values[forced])
