@@ -26,6 +26,10 @@ the first ``warmup`` fraction of the iterations runs without the regulariser; th
 decays from ``beta_start`` to ``beta_end`` (linear or cosine). Start: ``h(theta) = prior``
 (``frac(W/s)``; 0.5 on a plain QUBO). End: ``theta >= 0`` rounds up. Fixed variables are held at
 their values throughout. The method is deterministic (no sampling: full-batch covariance form).
+
+``rectified=False`` replaces the rectified sigmoid by the plain sigmoid ``h = sigmoid(theta)``
+(``zeta = 1``, ``gamma = 0``: Table 3's "sigmoid + f_reg" row), which reaches 0 and 1 only
+asymptotically; the covariance form only (the data form refuses it).
 """
 from __future__ import annotations
 
@@ -74,10 +78,13 @@ class AdaRoundParams:
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     dtype: str = "float32"
     threads: int | None = 1
+    rectified: bool = True  # False: plain sigmoid h = sigmoid(theta) (Table 3)
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if not isinstance(self.rectified, (bool, np.bool_)):
+            raise ValueError(f"rectified must be True or False, got {self.rectified!r}")
         if not self.lr > 0 or not self.lam >= 0:
             raise ValueError(f"lr must be > 0 and lam >= 0, got lr={self.lr}, lam={self.lam}")
         if not self.beta_start >= self.beta_end >= 2:
@@ -90,7 +97,8 @@ class AdaRoundParams:
 
 
 @register("adaround", presets={"fast": {"iterations": 2000, "lr": 0.1}, "paper": {"iterations": 20000},
-                               "cosine": {"decay": "cosine"}, "gpu": {"device": "cuda"}})
+                               "cosine": {"decay": "cosine"}, "gpu": {"device": "cuda"},
+                               "plain-sigmoid": {"rectified": False}})
 class AdaRound(TorchSolver):
     """AdaRound: rectified-sigmoid relaxation with the annealed regulariser (eq. 21-24), on the
     QUBO's continuous form (no data batches); ``theta >= 0`` rounds up."""
@@ -101,7 +109,10 @@ class AdaRound(TorchSolver):
         t0 = time.perf_counter()
         p = self.params
         obj = self.setup(problem)
-        theta = inverse_rectified_sigmoid(obj.tensor(initial_h(problem, start)))
+        # plain sigmoid: h = sigmoid(theta), i.e. zeta = 1, gamma = 0 (never clipped)
+        zeta, gamma = (ZETA, GAMMA) if p.rectified else (1.0, 0.0)
+        h0 = obj.tensor(initial_h(problem, start))
+        theta = inverse_rectified_sigmoid(h0) if p.rectified else _logit(h0.clamp(PLAIN_EPS, 1 - PLAIN_EPS))
         opt = Adam(theta, p.lr)
         sched = AdaRoundSchedule(iterations=p.iterations, lr=p.lr, lam=p.lam, beta_start=p.beta_start,
                                  beta_end=p.beta_end, warmup=p.warmup, decay=p.decay)
@@ -113,7 +124,7 @@ class AdaRound(TorchSolver):
                 status = "time_limit"
                 break
             sig = torch.sigmoid(theta)
-            raw = sig.mul(ZETA - GAMMA).add_(GAMMA)
+            raw = sig.mul(zeta - gamma).add_(gamma)
             h = raw.clamp(0.0, 1.0)
             inside = h == raw  # where the clip is active the gradient is zero (eq. 23)
             h = obj.hold_fixed(h)
@@ -122,13 +133,13 @@ class AdaRound(TorchSolver):
             if beta is not None and p.lam > 0:
                 u = h.mul(2.0).sub_(1.0)  # d/dh (1 - |u|^beta) = -2 beta |u|^(beta-2) u
                 g.add_(u.abs().pow_(beta - 2.0).mul_(u), alpha=-2.0 * beta * p.lam)
-            g = torch.ops.aten.sigmoid_backward(g, sig).mul_(inside).mul_(ZETA - GAMMA)
+            g = torch.ops.aten.sigmoid_backward(g, sig).mul_(inside).mul_(zeta - gamma)
             opt.step(g)
             done = it + 1
-            if it >= warm and done % FREEZE_CHECK == 0 and _frozen(theta, opt, free):
+            if p.rectified and it >= warm and done % FREEZE_CHECK == 0 and _frozen(theta, opt, free):
                 frozen = done  # no gradient anywhere and momentum cannot unclip: final
                 break
-        h, _, _ = rectified_sigmoid(theta)
+        h = rectified_sigmoid(theta)[0] if p.rectified else torch.sigmoid(theta)
         h = obj.hold_fixed(h)
         X = problem.apply_fixed((theta >= 0).cpu().numpy())
         soft = ((h > 0.01) & (h < 0.99) & free).sum().item() / max(1, int(free.sum().item()))
@@ -137,6 +148,14 @@ class AdaRound(TorchSolver):
         return X, {"status": status, "iterations_done": done, "frozen_at": frozen,
                    "device": str(obj.device), "relaxed_energy": float(obj.energies(h).sum()),
                    "soft_fraction": soft}
+
+
+#: Plain sigmoid: the prior is clamped to [eps, 1 - eps] before its logit is taken.
+PLAIN_EPS = 1e-4
+
+
+def _logit(h: torch.Tensor) -> torch.Tensor:
+    return torch.log(h) - torch.log1p(-h)
 
 
 #: Iterations between checks of the frozen state.

@@ -70,7 +70,11 @@ def data_form_params(solver: str, solver_params: dict) -> AdaRoundParams:
         raise ValueError(f"the data form is AdaRound's relaxation, solver {solver!r} cannot use it; "
                          "use form='covariance' for other solvers")
     params = {k: v for k, v in solver_params.items() if k != "device"}
-    return get_solver(solver, **params).params
+    resolved = get_solver(solver, **params).params
+    if not resolved.rectified:
+        raise ValueError("the data form implements the rectified sigmoid only (rectified=False is "
+                         "supported by the covariance form); use form='covariance'")
+    return resolved
 
 
 def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activation, seed, device, progress):

@@ -204,3 +204,51 @@ def test_cli_user_model(capsys, tmp_path):
     assert [row["name"] for row in out["layers"]] == ["0", "2"] and 0 <= out["accuracy"] <= 1
     assert main(["quantize", "--model", f"{tmp_path / 'm.py'}:nope", "--calib", str(tmp_path / "calib.pt")]) == 2
     assert "defines no function 'nope'" in capsys.readouterr().err
+
+
+def test_layerwise_reconstruction(digits, tmp_path):
+    """``reconstruction="layerwise"`` (eq. 20, x_hat = x): every layer's problem is the covariance
+    QUBO on the float network's inputs, so each layer's rounding equals the solver's result on
+    ``layer_problems(float model, layer)``; the first layer (same inputs either way) agrees with the
+    asymmetric run, later layers do not; the setting is validated and changes the fingerprint."""
+    from qubo_round.extract import layer_problems
+    from qubo_round.pipeline.config import QuantConfig as QC
+    from qubo_round.solvers import get_solver
+    b, x = digits
+    x = x[:64]
+    lw = QuantConfig(bits=2, solver="gptq", reconstruction="layerwise")
+    q, r = quantize_model(b.model, x, lw, progress=False)
+    qa, ra = quantize_model(b.model, x, QuantConfig(bits=2, solver="gptq"), progress=False)
+    _check_hard(q, r)
+    fmodel = fold_batchnorm_copy(b.model)
+    for row in r.layers:
+        ps = layer_problems(fmodel, row.name, x, lw.grid(), form="covariance")
+        Vs = [p.to_rounding(get_solver("gptq").solve(p, seed=0).best) for p in ps]
+        assert row.loss == pytest.approx(sum(p.energy(p.from_rounding(v)) for p, v in zip(ps, Vs)), rel=1e-6)
+        w = q.get_submodule(row.name).weight.detach()
+        expect = np.concatenate([p.space.dequantize(v) for p, v in zip(ps, Vs)], 0).reshape(w.shape)
+        np.testing.assert_allclose(w.numpy(), expect, rtol=1e-6, atol=1e-7)
+    assert torch.equal(q.conv1.weight, qa.conv1.weight)
+    assert not torch.equal(q.fc1.weight, qa.fc1.weight)
+    assert r.layers[-1].loss != ra.layers[-1].loss
+    # validated, in the fingerprint (the default is left out: earlier run directories resume)
+    with pytest.raises(ValueError, match="reconstruction"):
+        QC(reconstruction="blockwise")
+    assert "reconstruction" not in QC().to_dict() and QC(reconstruction="layerwise").to_dict()["reconstruction"] == "layerwise"
+    assert QC().fingerprint() != QC(reconstruction="layerwise").fingerprint()
+    quantize_model(b.model, x[:32], QC(bits=3, solver="nearest"), run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"(?s)refusing to resume.*reconstruction"):
+        quantize_model(b.model, x[:32], QC(bits=3, solver="nearest", reconstruction="layerwise"), run_dir=tmp_path,
+                       progress=False)
+    # the data form (ReLU-aware loss) takes the float inputs too
+    q2, r2 = quantize_model(b.model, x[:64], QuantConfig(bits=3, solver="adaround", form="data", activation="relu",
+                                                         reconstruction="layerwise",
+                                                         solver_params={"iterations": 50}), progress=False)
+    _check_hard(q2, r2)
+
+
+def fold_batchnorm_copy(model):
+    import copy
+    m = copy.deepcopy(model).eval()
+    fold_batchnorm(m)
+    return m

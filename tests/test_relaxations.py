@@ -148,3 +148,21 @@ def test_digits_conv1_other_relaxations_beat_nearest():
     assert get_solver("ste").solve(p).energy <= get_solver("nearest").solve(p).energy  # starts there
     assert get_solver("ste").solve(p).energy < 0.6 * near
     assert get_solver("sigmoid-anneal").solve(p).energy < 0.6 * near
+
+
+def test_plain_sigmoid_variant():
+    """``rectified=False`` (Table 3's plain sigmoid): a valid, deterministic rounding that improves
+    on nearest; the default stays the rectified sigmoid; the data form refuses it clearly."""
+    p = digits_conv1()
+    assert get_solver("adaround").params.rectified is True
+    plain = get_solver("adaround/plain-sigmoid", iterations=1500, lr=0.1)
+    assert plain.params.rectified is False
+    r = plain.solve(p, seed=0)
+    assert r.info["frozen_at"] is None  # the plain sigmoid never clips: no early stop
+    assert r.energy < 0.8 * get_solver("nearest").solve(p).energy
+    np.testing.assert_array_equal(r.samples, plain.solve(p, seed=1).samples)
+    with pytest.raises(ValueError, match="rectified"):
+        get_solver("adaround", rectified="no")
+    from qubo_round.relaxations.data_form import data_form_params
+    with pytest.raises(ValueError, match="rectified sigmoid only"):
+        data_form_params("adaround", {"rectified": False})

@@ -10,6 +10,7 @@ from typing import Any
 from ..grid import Grid
 
 FORMS = ("auto", "covariance", "data")
+RECONSTRUCTIONS = ("asymmetric", "layerwise")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class QuantConfig:
         fold_bn: fold batch norm into the preceding conv/linear first.
         ram_budget_mb: bound on cached layer activations, each: the float network's layer inputs
             held for the run (:class:`~qubo_round.stats.FloatInputs`) and the data form's columns.
+        reconstruction: ``asymmetric`` (eq. 25: inputs ``x_hat`` from the network with the earlier
+            layers quantized) or ``layerwise`` (eq. 20: ``x_hat = x``, every layer sees the float
+            network's inputs, so ``H_hat = C = H``; the paper's Table 4 baseline). In
+            :meth:`to_dict` (and so the fingerprint) only when not the default, so run
+            directories written before this field existed still resume.
     """
 
     bits: int = 4
@@ -58,9 +64,12 @@ class QuantConfig:
     overrides: dict[str, LayerOverride] = field(default_factory=dict)
     fold_bn: bool = True
     ram_budget_mb: float = 2048.0
+    reconstruction: str = "asymmetric"
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {self.reconstruction!r}")
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
         if self.activation not in ("none", "relu"):
@@ -86,6 +95,8 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ram_budget_mb")  # bounds memory, not the result
+        if d["reconstruction"] == "asymmetric":
+            d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d
 
     def fingerprint(self) -> str:

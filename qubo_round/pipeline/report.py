@@ -10,7 +10,8 @@ from typing import Any
 @dataclass
 class LayerReport:
     """One quantized layer. Losses are the asymmetric reconstruction loss (the QUBO energy)
-    ``sum_k E[(w_k^T x - w_hat_k^T x_hat)^2]`` on the calibration data, summed over groups."""
+    ``sum_k E[(w_k^T x - w_hat_k^T x_hat)^2]`` on the calibration data, summed over groups
+    (with ``reconstruction="layerwise"``: ``x_hat = x``, the layer-wise loss of eq. 20)."""
 
     name: str
     index: int

@@ -1,7 +1,8 @@
 """Sequential, asymmetric reconstruction of a whole network, layer by layer (eq. 25).
 
 Layers are processed in execution order. Layer ``i`` sees inputs ``x_hat`` from the network whose
-layers ``< i`` are already quantized, and targets from the float network on the same batches.
+layers ``< i`` are already quantized, and targets from the float network on the same batches
+(``reconstruction="layerwise"``: ``x_hat = x``, the float network's inputs, eq. 20).
 Each layer's rounding problem is the asymmetric QUBO (covariance form), solved by any registered
 solver, or, for the activation-aware loss, the data form of the relaxation. Every finished layer
 is checkpointed at once; a rerun with the same configuration resumes after the last one.
@@ -198,8 +199,11 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     # One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK
     # syevd), whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2
     # shared cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small.
+    # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
+    layerwise = config.reconstruction == "layerwise"
     with threadpool_limits(limits=1, user_api="blas"):
-        problems = [asymmetric_problem(W, acc.H, acc.H_hat, acc.C, grid, layer=name, group=g)
+        problems = [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
+                                       grid, layer=name, group=g)
                     for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
     seed = config.seed + index
     Vs, statuses = [], []
@@ -211,8 +215,8 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
             statuses.append(r.status)
     else:
         from qubo_round.relaxations.data_form import solve_data_form
-        Vs, statuses = solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config,
-                                       activation, seed, device, progress)
+        Vs, statuses = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems, lcfg,
+                                       config, activation, seed, device, progress)
     near = [p.space.nearest() for p in problems]
     nearest_loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, near)))
     loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, Vs)))
