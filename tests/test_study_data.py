@@ -1,0 +1,65 @@
+"""Study ``data`` (paper Fig. 4) in quick mode: files, rows, calibration domains, caching."""
+import csv
+
+import pytest
+import torch
+
+from qubo_round.studies.common import run_study
+from qubo_round.studies.data import DOMAINS, calibration_set
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    path = run_study("data", quick=True, out=out, cache=out / "cache", progress=False)
+    return out, path
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_domains_are_valid_and_deterministic():
+    digits = calibration_set("digits", 32, 3)
+    for d in DOMAINS:
+        x = calibration_set(d, 32, 3)
+        assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32
+        assert float(x.min()) >= 0 and float(x.max()) <= 1
+        assert torch.equal(x, calibration_set(d, 32, 3))
+        assert d == "digits" or not torch.equal(x, digits)
+        assert not torch.equal(x, calibration_set(d, 32, 4))
+    assert torch.equal(calibration_set("inverted", 32, 3), 1 - digits)
+    assert torch.equal(calibration_set("transposed", 32, 3), digits.transpose(-1, -2))
+
+
+def test_files_and_rows(study):
+    out, path = study
+    for name in ("data.md", "runs.csv", "samples.csv", "domains.csv", "samples.png"):
+        assert (out / name).is_file(), name
+    samples = _rows(out / "samples.csv")
+    assert [int(r["calibration samples"]) for r in samples] == [16, 64]
+    domains = _rows(out / "domains.csv")
+    assert len(domains) == len(DOMAINS)
+    assert domains[0]["adaround − in-domain"] == "+0.00"
+    # the in-domain row is the same cell as the sample curve's point at that size
+    assert domains[0]["adaround accuracy %"] == samples[-1]["adaround accuracy %"]
+    assert "±" in path.read_text()
+
+
+def test_properties(study):
+    out, _ = study
+    runs = {(r["method"], r["domain"], int(r["n"])): r for r in _rows(out / "runs.csv")}
+    acc = lambda m, d, n: float(runs[m, d, n]["accuracy"])  # noqa: E731
+    # in-domain data beat random noise images, whose statistics are nothing like the digits'
+    assert acc("adaround", "uniform", 64) < acc("adaround", "digits", 64) - 0.05
+    for r in runs.values():
+        assert 0 <= float(r["accuracy"]) <= 1 and float(r["loss"]) >= 0
+
+
+def test_cache_reuse_gives_identical_csv(study, tmp_path):
+    out, _ = study
+    again = run_study("data", quick=True, out=tmp_path, cache=out / "cache", progress=False)
+    assert "0 cells computed" in again.read_text()
+    for name in ("runs.csv", "samples.csv", "domains.csv"):
+        assert (tmp_path / name).read_text() == (out / name).read_text()
