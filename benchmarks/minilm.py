@@ -6,7 +6,7 @@ conditioning on clipped weights, one factorisation per clip pattern), ``gptq/in-
 reference GPTQ's handling of clipped weights, one factorisation per layer) and
 ``adaround`` (covariance form, ``--adaround-iterations`` Adam steps per layer at ``lr=0.1``, the
 learning rate of the ``adaround/fast`` preset) through ``quantize_model``: 36 Linear layers,
-asymmetric reconstruction, ``--samples`` calibration sentences drawn with ``--seed``. Metrics
+asymmetric or layer-wise reconstruction (``--reconstruction``), ``--samples`` calibration sentences drawn with ``--seed``. Metrics
 (``ModelBundle.evaluate``, on 512 held-out sentences): mean cosine similarity of each embedding
 to its float embedding, fraction of unchanged nearest neighbours, mean overlap of the 10-NN sets.
 Times are wall-clock seconds on the machine as it was (see the load averages in the output);
@@ -14,8 +14,9 @@ Times are wall-clock seconds on the machine as it was (see the load averages in 
 time in the solvers' ``solve``, the rest of a run builds the layer problems (scales, the check
 of H_hat) and evaluates their losses. Everything runs sequentially in one process::
 
-    python benchmarks/minilm.py [--bits 4 3] [--methods nearest adaround gptq] \\
-        [--adaround-iterations 500] [--samples 256] [--seed 0] [--out benchmarks/results/minilm]
+    python benchmarks/minilm.py [--bits 4 3] [--methods nearest adaround gptq/in-order] \\
+        [--reconstruction layerwise asymmetric] [--adaround-iterations 500] [--samples 256] [--seed 0] \\
+        [--out benchmarks/results/minilm]
 
 writes ``OUT.json`` (all records) and ``OUT.md`` (the table), after every run.
 """
@@ -80,13 +81,14 @@ class _Timers:
         run_module.capture_stats, run_module._solver_for = self._capture, self._solver_for
 
 
-def _config(method: str, bits: int, seed: int, iterations: int) -> QuantConfig:
+def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str) -> QuantConfig:
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
     return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", solver=method,
-                       solver_params=params, seed=seed)
+                       solver_params=params, seed=seed, reconstruction=reconstruction)
 
 
-def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path) -> list[dict]:
+def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
+        reconstructions=("asymmetric",)) -> list[dict]:
     t_all = time.perf_counter()
     bundle = load_model("minilm")  # also embeds the evaluation sentences with the float model
     calib = bundle.calibration(samples, seed)
@@ -103,30 +105,31 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path)
     float_metrics = bundle.evaluate(bundle.model)
     record(bits=32, method="float", quantize_seconds=0.0, eval_seconds=time.perf_counter() - t,
            loadavg_before=load0, **float_metrics)
-    for bits in bits_list:
-        for method in methods:
-            config = _config(method, bits, seed, iterations)
-            load0 = os.getloadavg()
-            cpu0 = time.process_time()
-            t = time.perf_counter()
-            extra: dict = {}
-            if method == "nearest":
-                qmodel = nearest_model(bundle.model, calib[0], config)
-                seconds = time.perf_counter() - t
-            else:
-                with _Timers() as timers:
-                    qmodel, report = quantize_model(bundle.model, calib, config, progress=False)
-                seconds = time.perf_counter() - t
-                extra = dict(stats_seconds=timers.stats, solver_seconds=timers.solver,
-                             loss=sum(r.loss for r in report.layers),
-                             nearest_loss=sum(r.nearest_loss for r in report.layers),
-                             layers=report.rows())
-            cpu = time.process_time() - cpu0
-            t = time.perf_counter()
-            metrics = bundle.evaluate(qmodel)
-            record(bits=bits, method=method, quantize_seconds=seconds, quantize_cpu_seconds=cpu,
-                   eval_seconds=time.perf_counter() - t, loadavg_before=load0,
-                   solver_params=dict(config.solver_params), **metrics, **extra)
+    cells = [(b, m, r) for b in bits_list for m in methods
+             for r in (reconstructions if m != "nearest" else ("-",))]
+    for bits, method, recon in cells:
+        config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric")
+        load0 = os.getloadavg()
+        cpu0 = time.process_time()
+        t = time.perf_counter()
+        extra: dict = {}
+        if method == "nearest":
+            qmodel = nearest_model(bundle.model, calib[0], config)
+            seconds = time.perf_counter() - t
+        else:
+            with _Timers() as timers:
+                qmodel, report = quantize_model(bundle.model, calib, config, progress=False)
+            seconds = time.perf_counter() - t
+            extra = dict(stats_seconds=timers.stats, solver_seconds=timers.solver,
+                         loss=sum(r.loss for r in report.layers),
+                         nearest_loss=sum(r.nearest_loss for r in report.layers),
+                         layers=report.rows())
+        cpu = time.process_time() - cpu0
+        t = time.perf_counter()
+        metrics = bundle.evaluate(qmodel)
+        record(bits=bits, method=method, reconstruction=recon, quantize_seconds=seconds, quantize_cpu_seconds=cpu,
+               eval_seconds=time.perf_counter() - t, loadavg_before=load0,
+               solver_params=dict(config.solver_params), **metrics, **extra)
     return records
 
 
@@ -155,15 +158,15 @@ def to_markdown(records: list[dict], header: dict) -> str:
     lines += ["", "Times in seconds (wall clock); stats = forward passes and covariance sums, "
               "solver = the solvers' solve; load = 1-minute load average before / after the run "
               "(2 cores; other jobs shared the machine).", "",
-              "| bits | method | mean cosine | nn top-1 | nn top-10 overlap | quantize s | stats s | solver s "
-              "| eval s | load |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| bits | method | reconstruction | mean cosine | nn top-1 | nn top-10 overlap | quantize s | stats s "
+              "| solver s | eval s | load |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         def f(key, fmt="{:.1f}"):
             return fmt.format(r[key]) if r.get(key) is not None else "-"
         bits = "float" if r["method"] == "float" else str(r["bits"])
         load = f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}"
-        lines.append(f"| {bits} | {r['method']} | {f('mean_cosine', '{:.4f}')} | {f('nn_top1', '{:.3f}')} | "
+        lines.append(f"| {bits} | {r['method']} | {r.get('reconstruction', '-')} | {f('mean_cosine', '{:.4f}')} | {f('nn_top1', '{:.3f}')} | "
                      f"{f('nn_top10_overlap', '{:.3f}')} | {f('quantize_seconds')} | {f('stats_seconds')} | "
                      f"{f('solver_seconds')} | {f('eval_seconds')} | {load} |")
     return "\n".join(lines) + "\n"
@@ -172,15 +175,18 @@ def to_markdown(records: list[dict], header: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bits", type=int, nargs="+", default=[4, 3])
-    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=["nearest", "adaround", "gptq/in-order"])
     ap.add_argument("--adaround-iterations", type=int, default=500)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reconstruction", nargs="+", choices=["asymmetric", "layerwise"],
+                    default=["layerwise", "asymmetric"], help="pipeline reconstruction(s) to compare")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("qubo_round.pipeline.run").setLevel(logging.INFO)
-    run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out)
+    run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out,
+        tuple(args.reconstruction))
     return 0
 
 

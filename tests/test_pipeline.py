@@ -189,6 +189,15 @@ def test_cli_quantize_json(capsys, tmp_path):
     assert (tmp_path / "e" / "manifest.json").exists()
 
 
+def test_cli_quantize_layerwise_reconstruction(capsys, tmp_path):
+    from qubo_round.cli import main
+    assert main(["quantize", "--model", "digits", "--bits", "4", "--solver", "greedy", "--calib-samples", "64",
+                 "--reconstruction", "layerwise", "--no-progress", "--json", "--run-dir", str(tmp_path / "r")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"] > 0.9
+    assert "layerwise" in "".join(p.read_text() for p in (tmp_path / "r").rglob("*.json"))
+
+
 def test_cli_user_model(capsys, tmp_path):
     from qubo_round.cli import main
     (tmp_path / "m.py").write_text("import torch\n"

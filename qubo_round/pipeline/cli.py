@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     q.add_argument("--form", choices=["auto", "covariance", "data"], default="auto")
     q.add_argument("--activation", choices=["none", "relu"], default="none",
                    help="activation-aware loss through a following ReLU (data form)")
+    q.add_argument("--reconstruction", choices=["asymmetric", "layerwise"], default="asymmetric",
+                   help="asymmetric: inputs from the partly quantized network, targets from the float one "
+                        "(eq. 25); layerwise: both from the float network (eq. 20)")
     q.add_argument("--skip", action="append", default=[], metavar="LAYER", help="keep this layer in float")
     q.add_argument("--calib-samples", type=int, default=None, help="default: 1024 (digits), 256 (minilm)")
     q.add_argument("--seed", type=int, default=0)
@@ -83,6 +86,7 @@ def run(args) -> int:
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
                          scale_method=args.scale_method, solver=args.solver,
                          solver_params=_parse_params(args.param), form=args.form, activation=args.activation,
+                         reconstruction=args.reconstruction,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None
