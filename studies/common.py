@@ -198,7 +198,7 @@ class StudyContext:
                 f"- machine: {machine()}",
                 f"- wall time: {seconds:.0f} s ({self.computed} cells computed, {self.reused} reused from the cache)",
                 ""]
-        return "\n".join(head) + "\n\n".join(self._sections) + "\n"
+        return "\n".join(head) + "\n" + "\n\n".join(self._sections) + "\n"
 
 
 def run_study(name: str, *, quick: bool = False, seed: int = 0, out: str | Path | None = None,
