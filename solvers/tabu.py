@@ -55,6 +55,9 @@ class TabuParams:
 @register("tabu", presets={
     "fast": {"timeout_ms": 5},
     "long": {"num_reads": 2, "timeout_ms": 500},
+    # stops after 10 restarts per read (the 60 s timeout is a backstop): the same result for the
+    # same seed on any machine and under any load
+    "restarts": {"num_restarts": 10, "timeout_ms": 60000},
 })
 class Tabu(Solver):
     """dwave-samplers TabuSampler on the reduced model of every row."""

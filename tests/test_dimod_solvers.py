@@ -142,3 +142,13 @@ def test_unknown_sampler_kwarg_raises():
         get_solver("dimod:ExactSolver", num_reads=3)
     with pytest.raises(ParameterError, match="set by the adapter"):
         get_solver("dimod:SteepestDescentSolver", seed=1)
+
+
+def test_tabu_restarts_preset_is_reproducible():
+    # the preset stops on a restart count, not on the clock: same seed, same samples, whatever
+    # the load; a different seed may search differently
+    p = small_layer(5)
+    a = get_solver("tabu/restarts").solve(p, seed=3)
+    b = get_solver("tabu/restarts").solve(p, seed=3)
+    np.testing.assert_array_equal(a.samples, b.samples)
+    assert get_solver("tabu/restarts").params.num_restarts == 10
