@@ -39,6 +39,8 @@ from .registry import register
 
 log = logging.getLogger(__name__)
 
+#: Columns per lazy batch update of ``gptq/in-order`` (as the reference GPTQ).
+LAZY_BLOCK = 128
 #: Tenfold damping escalations tried before giving up on a factorisation.
 MAX_ESCALATIONS = 12
 
@@ -79,38 +81,31 @@ def inverse_factor(A: np.ndarray, percdamp: float) -> tuple[np.ndarray, np.ndarr
     raise np.linalg.LinAlgError(f"gptq: could not factorise A even with damping {delta:.3g}")
 
 
-def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True) -> np.ndarray:
+def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True, *,
+                         forced: np.ndarray | None = None, values: np.ndarray | None = None,
+                         block: int | None = None) -> np.ndarray:
     """GPTQ's column loop: round ``targets`` (R, m) in index order with error feedback through
     ``U`` (m, m) (upper factor of the damped inverse). Ties round up (as nearest rounding does).
-    Returns (R, m) float64 integers, in {0, 1} when ``clip``."""
-    u = np.array(targets, dtype=np.float64, copy=True)
-    q = np.empty_like(u)
-    for j in range(u.shape[1]):
-        qj = np.floor(u[:, j] + 0.5)
-        if clip:
-            qj = np.minimum(np.maximum(qj, 0.0), 1.0)
-        q[:, j] = qj
-        err = (u[:, j] - qj) / U[j, j]
-        u[:, j + 1:] -= err[:, None] * U[j, j + 1:]
-    return q
+    Returns (R, m) float64 integers, in {0, 1} when ``clip``.
 
-
-def error_feedback_round_forced(U: np.ndarray, targets: np.ndarray, forced: np.ndarray,
-                                values: np.ndarray, block: int = 128) -> np.ndarray:
-    """:func:`error_feedback_round` where ``forced`` (R, m) marks variables that take ``values``
-    (R, m) instead of their rounded target; their error feeds forward like any other (GPTQ's
-    column loop with the clip of the grid: one factor ``U`` serves every row). Updates beyond the
-    current ``block`` of columns are applied once per block (one matrix product), as GPTQ does;
-    the result is the same up to floating-point rounding."""
+    ``forced`` (R, m) marks variables that take ``values`` (R, m) instead of their rounded
+    target; their error feeds forward like any other (the clip of the grid in GPTQ's loop: one
+    factor ``U`` serves rows with different fixed variables). ``block``: GPTQ's lazy batch
+    updates, the columns beyond the current block updated once per block by one matrix product
+    (the same result up to floating-point rounding); None updates every column at every step."""
     u = np.array(targets, dtype=np.float64, copy=True)
     q = np.empty_like(u)
     m = u.shape[1]
-    for b0 in range(0, m, block):  # GPTQ's lazy batch updates: the rest of the row once per block
+    block = max(1, m if block is None else block)
+    for b0 in range(0, m, block):
         b1 = min(b0 + block, m)
         err = np.empty((u.shape[0], b1 - b0))
         for j in range(b0, b1):
-            qj = np.minimum(np.maximum(np.floor(u[:, j] + 0.5), 0.0), 1.0)
-            qj = np.where(forced[:, j], values[:, j], qj)
+            qj = np.floor(u[:, j] + 0.5)
+            if clip:
+                qj = np.minimum(np.maximum(qj, 0.0), 1.0)
+            if forced is not None:
+                qj = np.where(forced[:, j], values[:, j], qj)
             q[:, j] = qj
             e = (u[:, j] - qj) / U[j, j]
             err[:, j - b0] = e
@@ -241,7 +236,8 @@ class GPTQ(Solver):
             u0 = prior[quad][:, order]
             u = u0 + ((r - u0 @ Ao) @ U.T) @ U
             q = np.empty_like(u)
-            q[:, order] = error_feedback_round_forced(U, u, fm[quad][:, order], fv[quad][:, order])
+            q[:, order] = error_feedback_round(U, u, forced=fm[quad][:, order], values=fv[quad][:, order],
+                                               block=LAZY_BLOCK)
             X[quad] = q.astype(np.uint8)
             delta_rel = delta / max(float(np.mean(np.diag(A))), 1e-300)
         return problem.apply_fixed(X), {"status": "feasible", "factorisations": int(quad.any()),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .common import StudyContext, accuracy, bundle, mean_std, pm
+from .common import StudyContext, accuracy, bundle, mean_std, pm, threads
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +190,7 @@ nearest, AdaRound (500 steps) and GPTQ from a separate benchmark: `benchmarks/re
 
 
 def run(ctx: StudyContext) -> None:
-    import torch
-
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # the digits layers are tiny: one thread is faster on 2 shared cores
+    with threads(1, blas=False):  # the digits layers are tiny: one thread is faster on 2 shared cores
         digits_part(ctx)
-        torch.set_num_threads(2)  # MiniLM's matrix products use both cores
+    with threads(2, blas=False):  # MiniLM's matrix products use both cores
         minilm_part(ctx)
-    finally:
-        torch.set_num_threads(old)

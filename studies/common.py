@@ -39,15 +39,12 @@ def machine() -> str:
 
 
 def _json_default(o: Any):
-    try:
-        import numpy as np
+    import numpy as np
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
@@ -128,17 +125,18 @@ class StudyContext:
             self.computed += 1
             return fn()
         text = json.dumps(key, sort_keys=True, default=_json_default)
+        key = json.loads(text)  # as stored: tuples become lists
         path = self.cache / (hashlib.sha256(text.encode()).hexdigest()[:20] + ".json")
         if path.exists():
             stored = json.loads(path.read_text())
-            if stored.get("key") == json.loads(text):
+            if stored.get("key") == key:
                 self.reused += 1
                 return stored["value"]
         value = fn()
         self.computed += 1
         self.cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": json.loads(text), "value": value}, default=_json_default))
+        tmp.write_text(json.dumps({"key": key, "value": value}, default=_json_default))
         os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cell
         return value
 
@@ -233,6 +231,28 @@ def run_study(name: str, *, quick: bool = False, seed: int = 0, out: str | Path 
     path.write_text(ctx.markdown(STUDIES[name][1], time.perf_counter() - t0))
     log.info("study %s: wrote %s (%d cells computed, %d reused)", name, path, ctx.computed, ctx.reused)
     return path
+
+
+@contextlib.contextmanager
+def threads(n: int, blas: bool = True):
+    """torch (and, with ``blas``, numpy's BLAS) on ``n`` threads while a study computes; restored
+    afterwards. One thread: the studies' operations are small, the 2 cores are shared, and reruns
+    are bit-identical."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n) if blas else contextlib.nullcontext():
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def one_thread():
+    """:func:`threads` with one thread for torch and BLAS."""
+    return threads(1)
 
 
 # --- digits helpers shared by several studies ----------------------------------------------

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from .common import StudyContext, bundle, fmt
-from .rounding_choice import (BITS, GRANULARITY, calibration, calibration_labels, energy, fixed_rounding, one_thread,
+from .common import StudyContext, bundle, fmt, one_thread
+from .rounding_choice import (BITS, GRANULARITY, calibration, calibration_labels, energy, fixed_rounding,
                               problems, quantized_model, solve, solve_portfolio, stochastic_rounding)
 
 log = logging.getLogger(__name__)

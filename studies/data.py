@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from .common import StudyContext, bundle, mean_std, pm, quantize
-from .relaxation_design import BITS, GRANULARITY, ITERATIONS, one_thread, task_metrics
+from .common import StudyContext, bundle, mean_std, one_thread, pm, quantize
+from .relaxation_design import BITS, GRANULARITY, ITERATIONS, task_metrics
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,12 @@ see :func:`iteration_check`).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import StudyContext, bundle, fmt, mean_std, pm, quantize
+from .common import StudyContext, bundle, fmt, mean_std, one_thread, pm, quantize
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +125,6 @@ BASELINE = {"3": [], "5": ["adaround"], "4": ["adaround"], "6": ["nearest", "ada
 def run(ctx: StudyContext) -> None:
     with one_thread():
         _run(ctx)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """torch and BLAS on one thread while the study runs (the pipeline's work is small per op,
-    and the machine is shared: more threads oversubscribe it); restored afterwards."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(ctx: StudyContext) -> None:

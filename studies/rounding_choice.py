@@ -25,7 +25,6 @@ solver's seed (``s``, or ``s + layer index`` in the pipeline).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -33,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .common import StudyContext, accuracy, bundle, fmt, mean_std, pm
+from .common import StudyContext, accuracy, bundle, fmt, mean_std, one_thread, pm
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +78,6 @@ class Settings:
 
 
 # --- shared helpers (also used by the cost-vs-accuracy study) -----------------------------
-
-@contextlib.contextmanager
-def one_thread():
-    """torch and BLAS on one thread while a study runs (small operations on a shared 2-core
-    machine, and bit-identical reruns); restored afterwards."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
 
 def grid(bits: int = BITS):
     from qubo_round.grid import Grid

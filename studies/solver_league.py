@@ -28,7 +28,6 @@ run on the whole network (rows with 60-500 free variables), ``dimod:*`` wrappers
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import zlib
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import StudyContext, accuracy, bundle, mean_std, pm
+from .common import StudyContext, accuracy, bundle, mean_std, pm, threads
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +90,6 @@ def solver_specs(quick: bool) -> tuple[list[str], list[str]]:
         return list(QUICK_SPECS), skipped
     specs = [s for name in available_solvers() for s in SPECS.get(name, [name])]
     return specs, skipped
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Pin torch to ``n`` threads (2 shared cores: one thread is faster and reproducible)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # --- part 1: the layer problems -------------------------------------------------------------
@@ -441,7 +427,7 @@ def run(ctx: StudyContext) -> None:
     bits_seeds = ctx.pick({3: 3, 2: 2, 4: 2}, {3: 1})
     samples_net = ctx.pick(SAMPLES, 256)
     net_specs = [s for s in ctx.pick(specs, list(QUICK_NETWORK))]
-    with torch_threads(1):
+    with threads(1, blas=False):
         records, cells = layer_part(ctx, specs, bits_list, rows, seeds_layer)
         summary = _summary(records, cells, specs)
         net = network_part(ctx, net_specs, bits_seeds, samples_net)

@@ -185,14 +185,14 @@ def test_in_order_rejects_unknown_mode():
 
 
 def test_blocked_forced_loop_equals_unblocked():
-    from qubo_round.solvers.gptq import error_feedback_round_forced
+    from qubo_round.solvers.gptq import error_feedback_round
     rng = np.random.default_rng(5)
     W, H = random_layer(rng, rows=30, cols=40)
     U, _, _ = inverse_factor(H, 0.01)
     u = rng.uniform(-0.3, 1.3, size=(30, 40))
     forced = rng.random(u.shape) < 0.1
     values = (rng.random(u.shape) < 0.5).astype(float)
-    one = error_feedback_round_forced(U, u, forced, values, block=40)
+    one = error_feedback_round(U, u, forced=forced, values=values, block=40)
     for block in (1, 7, 16):
-        np.testing.assert_array_equal(error_feedback_round_forced(U, u, forced, values, block=block), one)
+        np.testing.assert_array_equal(error_feedback_round(U, u, forced=forced, values=values, block=block), one)
     assert np.array_equal(one[forced], values[forced])

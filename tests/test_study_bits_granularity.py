@@ -1,23 +1,16 @@
 """Smoke test of the bits-granularity study in quick mode, with properties that could fail."""
 from __future__ import annotations
 
-import csv
-
 import pytest
 
 from qubo_round.studies.common import run_study
 
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from study_helpers import read_rows as _rows, run_quick
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bits_granularity")
-    md = run_study("bits-granularity", quick=True, out=tmp, cache=tmp / "cache", progress=False)
-    return tmp, md
+    return run_quick("bits-granularity", tmp_path_factory)
 
 
 def test_files_and_rows(study):

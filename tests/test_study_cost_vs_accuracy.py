@@ -1,5 +1,4 @@
 """Study ``cost-vs-accuracy`` (paper Fig. 1) in quick mode: files, rows, properties, caching."""
-import csv
 
 import numpy as np
 import pytest
@@ -7,17 +6,12 @@ import pytest
 from qubo_round.studies.common import run_study
 from qubo_round.studies.cost_vs_accuracy import ENERGIES, TARGETS, correlations
 
+from study_helpers import read_rows as _rows, run_quick
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cost_vs_accuracy")
-    path = run_study("cost-vs-accuracy", quick=True, out=out, cache=out / "cache", progress=False)
-    return out, path
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return run_quick("cost-vs-accuracy", tmp_path_factory)
 
 
 def test_files_and_rows(study):

@@ -1,5 +1,4 @@
 """Study ``data`` (paper Fig. 4) in quick mode: files, rows, calibration domains, caching."""
-import csv
 
 import pytest
 import torch
@@ -7,17 +6,12 @@ import torch
 from qubo_round.studies.common import run_study
 from qubo_round.studies.data import DOMAINS, calibration_set
 
+from study_helpers import read_rows as _rows, run_quick
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    path = run_study("data", quick=True, out=out, cache=out / "cache", progress=False)
-    return out, path
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return run_quick("data", tmp_path_factory)
 
 
 def test_domains_are_valid_and_deterministic():

@@ -1,22 +1,16 @@
 """Study ``relaxation-design`` (paper Tables 3-6) in quick mode: files, rows, and real properties."""
-import csv
 
 import pytest
 
 from qubo_round.studies.common import run_study
 from qubo_round.studies.relaxation_design import variants
 
+from study_helpers import read_rows as _rows, run_quick
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("relaxation-design")
-    path = run_study("relaxation-design", quick=True, out=out, cache=out / "cache", progress=False)
-    return out, path
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return run_quick("relaxation-design", tmp_path_factory)
 
 
 def test_files_and_rows(study):

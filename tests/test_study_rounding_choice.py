@@ -1,25 +1,19 @@
 """Study ``rounding-choice`` (paper Tables 1-2) in quick mode: files, rows, optimality properties,
 caching."""
-import csv
 
 import pytest
 
 from qubo_round.studies.common import run_study
 from qubo_round.studies.rounding_choice import LAYERS, METHODS1, METHODS2
 
+from study_helpers import read_rows as _rows, run_quick
+
 TOL = 1e-9
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rounding_choice")
-    path = run_study("rounding-choice", quick=True, out=out, cache=out / "cache", progress=False)
-    return out, path
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return run_quick("rounding-choice", tmp_path_factory)
 
 
 def test_files_and_rows(study):

@@ -1,26 +1,20 @@
 """Smoke test of the solver-league study in quick mode, with properties that could fail."""
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
 
 from qubo_round.studies.common import run_study
 
+from study_helpers import read_rows as _rows, run_quick
+
 TOL = 1e-9
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
 def league(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("solver_league")
-    md = run_study("solver-league", quick=True, out=tmp, cache=tmp / "cache", progress=False)
-    return tmp, md
+    return run_quick("solver-league", tmp_path_factory)
 
 
 def _f(v):
