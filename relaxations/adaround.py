@@ -34,7 +34,6 @@ asymptotically; the covariance form only (the data form refuses it).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -44,7 +43,8 @@ import torch
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
-from .objective import Adam, TorchSolver, check_device_dtype, initial_h
+from .active import THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
+from .objective import TorchSolver, check_device_dtype, initial_h
 from .schedule import GAMMA, ZETA, AdaRoundSchedule
 
 log = logging.getLogger(__name__)
@@ -113,39 +113,31 @@ class AdaRound(TorchSolver):
         zeta, gamma = (ZETA, GAMMA) if p.rectified else (1.0, 0.0)
         h0 = obj.tensor(initial_h(problem, start))
         theta = inverse_rectified_sigmoid(h0) if p.rectified else _logit(h0.clamp(PLAIN_EPS, 1 - PLAIN_EPS))
-        opt = Adam(theta, p.lr)
+        # the free entries that can still move, compacted as they freeze (relaxations.active)
+        aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma)
+        grad = CovarianceGrad(obj, aset)
         sched = AdaRoundSchedule(iterations=p.iterations, lr=p.lr, lam=p.lam, beta_start=p.beta_start,
                                  beta_end=p.beta_end, warmup=p.warmup, decay=p.decay)
-        warm = int(p.warmup * p.iterations)
-        free = obj.free
         status, done, frozen = "feasible", 0, None
         for it in range(p.iterations):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
                 status = "time_limit"
                 break
-            sig = torch.sigmoid(theta)
-            raw = sig.mul(zeta - gamma).add_(gamma)
-            h = raw.clamp(0.0, 1.0)
-            inside = h == raw  # where the clip is active the gradient is zero (eq. 23)
-            h = obj.hold_fixed(h)
-            g = obj.grad(h)
-            beta = sched.beta(it)
-            if beta is not None and p.lam > 0:
-                u = h.mul(2.0).sub_(1.0)  # d/dh (1 - |u|^beta) = -2 beta |u|^(beta-2) u
-                g.add_(u.abs().pow_(beta - 2.0).mul_(u), alpha=-2.0 * beta * p.lam)
-            g = torch.ops.aten.sigmoid_backward(g, sig).mul_(inside).mul_(zeta - gamma)
-            opt.step(g)
+            sig, h, inside = aset.step_h()
+            aset.step(grad(), h, sig, inside, sched.beta(it), p.lam)
             done = it + 1
-            if p.rectified and it >= warm and done % FREEZE_CHECK == 0 and _frozen(theta, opt, free):
-                frozen = done  # no gradient anywhere and momentum cannot unclip: final
+            if p.rectified and done % FREEZE_CHECK == 0 and aset.check():
+                frozen = done  # every h clipped, no momentum can unclip one: final
                 break
+        theta = aset.full_theta()
         h = rectified_sigmoid(theta)[0] if p.rectified else torch.sigmoid(theta)
         h = obj.hold_fixed(h)
         X = problem.apply_fixed((theta >= 0).cpu().numpy())
+        free = obj.free
         soft = ((h > 0.01) & (h < 0.99) & free).sum().item() / max(1, int(free.sum().item()))
         log.debug("adaround: %d iterations (frozen at %s), %.1f%% of free h not at 0/1", done, frozen,
                   100 * soft)
-        return X, {"status": status, "iterations_done": done, "frozen_at": frozen,
+        return X, {"status": status, "iterations_done": done, "frozen_at": frozen, "compactions": aset.version,
                    "device": str(obj.device), "relaxed_energy": float(obj.energies(h).sum()),
                    "soft_fraction": soft}
 
@@ -160,12 +152,3 @@ def _logit(h: torch.Tensor) -> torch.Tensor:
 
 #: Iterations between checks of the frozen state.
 FREEZE_CHECK = 50
-#: |theta| beyond which h(theta) is clipped to 0 or 1: logit((1 - gamma) / (zeta - gamma)) = ln 11.
-THETA_CLIP = math.log((1 - GAMMA) / (ZETA - GAMMA) / (1 - (1 - GAMMA) / (ZETA - GAMMA)))
-
-
-def _frozen(theta: torch.Tensor, opt: Adam, free: torch.Tensor) -> bool:
-    """True when every free h is clipped (so every gradient is exactly zero) and Adam's momentum
-    alone cannot bring any theta back into the unclipped range: nothing can change any more."""
-    margin = theta.abs() - THETA_CLIP
-    return bool(((margin > opt.reach()) | ~free).all())

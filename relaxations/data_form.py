@@ -30,9 +30,10 @@ import qubo_round.solvers  # noqa: F401  (import order: registers adaround; avoi
 from qubo_round.layers import LayerAdapter
 from qubo_round.stats import _call
 
-from .adaround import FREEZE_CHECK, AdaRoundParams, _frozen, inverse_rectified_sigmoid
-from .objective import DTYPES, Adam, row_units
-from .schedule import GAMMA, ZETA, AdaRoundSchedule
+from .active import ActiveSet
+from .adaround import FREEZE_CHECK, AdaRoundParams, inverse_rectified_sigmoid
+from .objective import DTYPES, cpu_settings, row_units
+from .schedule import AdaRoundSchedule
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,7 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
         X, Xh = X[..., cols], Xh[..., cols]
     module = fmodel.get_submodule(name)
     bias = module.bias.detach().float() if module.bias is not None else None
-    before = torch.get_num_threads()
-    if params.threads is not None:
-        torch.set_num_threads(int(params.threads))
-    try:
+    with cpu_settings(params.threads):
         Vs, infos = [], []
         for g, p in enumerate(problems):
             b = None if bias is None else bias[g * p.space.shape[0]:(g + 1) * p.space.shape[0]].to(device)
@@ -111,25 +109,17 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
                                 config.batch_size, positions, gen, device, progress, f"{name}[{g}]")
             Vs.append(V)
             infos.append(info)
-    finally:
-        torch.set_num_threads(before)
     log.debug("layer %s: data form %s", name, infos)
     return Vs, ["feasible"] * len(problems)
 
 
-def data_form_grad(theta, xb, tb, sbase, s, free, fixed_h, inv, c, relu: bool, beta, lam: float) -> torch.Tensor:
-    """Gradient in ``theta`` (rows, cols) of one mini-batch's objective
-    ``sum_k sum_j inv_k / 2 * (f(out_jk) - tb_jk)^2 + lam * sum_{free} (1 - |2 h - 1|^beta)``, with
-    ``out = xb W_tilde^T (+ c)``, ``W_tilde = sbase + s h``, ``h`` the rectified sigmoid of
-    ``theta`` (fixed entries at ``fixed_h``), ``f`` the ReLU or the identity; ``xb`` (m, cols),
-    ``tb`` (m, rows) the batch's inputs and targets ``f(W x + c)``, ``inv`` (rows,) ``2 / (m u_k)``,
-    ``beta`` None during the warm-up (no regulariser). Gradients of fixed entries are not masked
-    (their ``h`` never moves)."""
-    sig = torch.sigmoid(theta)
-    raw = sig.mul(ZETA - GAMMA).add_(GAMMA)
-    h = raw.clamp(0.0, 1.0)
-    inside = h == raw  # the clip's gradient is zero (eq. 23)
-    h = torch.where(free, h, fixed_h)
+def data_form_grad(h, xb, tb, sbase, s, inv, c, relu: bool) -> torch.Tensor:
+    """Gradient in ``h`` (rows, cols) of one mini-batch's loss ``sum_k sum_j inv_k / 2 *
+    (f(out_jk) - tb_jk)^2``, with ``out = xb W_tilde^T (+ c)``, ``W_tilde = sbase + s h``, ``f``
+    the ReLU or the identity; ``h`` (rows, cols) every entry's current value (fixed ones at their
+    level), ``xb`` (m, cols), ``tb`` (m, rows) the batch's inputs and targets ``f(W x + c)``,
+    ``inv`` (rows,) ``2 / (m u_k)``. The regulariser and the chain rule through the rectified
+    sigmoid are added by :meth:`ActiveSet.step`, as in the covariance form."""
     out = xb @ torch.addcmul(sbase, s, h).T  # (m, rows): W_tilde x_hat
     if relu:
         if c is not None:
@@ -137,11 +127,7 @@ def data_form_grad(theta, xb, tb, sbase, s, free, fixed_h, inv, c, relu: bool, b
         err = out.relu().sub_(tb).mul_(out > 0)
     else:
         err = out.sub_(tb)
-    g = (err.mul_(inv).T @ xb).mul_(s)  # (rows, cols) gradient in h
-    if beta is not None and lam > 0:
-        u = h.mul(2.0).sub_(1.0)  # d/dh (1 - |u|^beta) = -2 beta |u|^(beta-2) u
-        g.add_(u.abs().pow_(beta - 2.0).mul_(u), alpha=-2.0 * beta * lam)
-    return torch.ops.aten.sigmoid_backward(g, sig).mul_(inside).mul_(ZETA - GAMMA)
+    return (err.mul_(inv).T @ xb).mul_(s)
 
 
 def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, batch_size, positions, gen,
@@ -174,22 +160,24 @@ def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, bat
     free = torch.as_tensor(~space.fixed_mask, device=device)
     fixed_h = torch.as_tensor(space.fixed_value, dtype=dt, device=device)
     theta = inverse_rectified_sigmoid(torch.as_tensor(space.frac, dtype=dt, device=device).clamp(0.0, 1.0))
-    opt = Adam(theta, params.lr)
+    aset = ActiveSet(theta, free, fixed_h, params.lr)  # compacted as entries freeze (relaxations.active)
     bs = min(batch_size, samples)
     m = bs * positions
     inv = (2.0 / m) / units.to(dt)  # d/d out of sum_k mean_cols (err^2) / u_k, without the err
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
-    warm = int(params.warmup * params.iterations)
     done, frozen = 0, None
     for it in tqdm(range(params.iterations), desc=f"data form {label}", disable=not progress, leave=False):
         n = draws[it]
-        g = data_form_grad(theta, Xs.index_select(0, n).view(m, cols), T.index_select(0, n).view(m, rows), sbase,
-                           s, free, fixed_h, inv, c, relu, sched.beta(it), params.lam)
-        opt.step(g)
+        sig, h, inside = aset.step_h()
+        g = data_form_grad(aset.h, Xs.index_select(0, n).view(m, cols), T.index_select(0, n).view(m, rows), sbase,
+                           s, inv, c, relu)
+        aset.step(aset.gather(g), h, sig, inside, sched.beta(it), params.lam)
         done = it + 1
-        if it >= warm and done % FREEZE_CHECK == 0 and _frozen(theta, opt, free):
+        if done % FREEZE_CHECK == 0 and aset.check():
             frozen = done
             break
+    theta = aset.full_theta()
     V_hard = torch.where(free, (theta >= 0).to(dt), fixed_h)
-    info = {"iterations_done": done, "frozen_at": frozen, "seconds": time.perf_counter() - t0}
+    info = {"iterations_done": done, "frozen_at": frozen, "compactions": aset.version,
+            "seconds": time.perf_counter() - t0}
     return V_hard.cpu().numpy().astype(np.uint8), info

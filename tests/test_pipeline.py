@@ -1,12 +1,10 @@
 """Full-network quantization: hard rounding, export round trip, kill-and-resume, bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,6 +13,7 @@ from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.pipeline.run import choose_form
+from qubo_round.relaxations.active import ActiveSet
 from qubo_round.relaxations.data_form import _optimise, capture_columns, data_form_grad, data_form_params
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import ParameterError, get_solver
@@ -86,7 +87,10 @@ def test_data_form_gradient_matches_autograd(relu, beta):
     units = torch.as_tensor(rng.uniform(0.5, 2.0, size=5))
     s = torch.as_tensor(space.s)[:, None]
     sbase = s * torch.as_tensor(space.L - space.z[:, None], dtype=torch.float64)
-    g = data_form_grad(theta.clone(), xb, tb, sbase, s, free, fixed_h, (2.0 / m) / units, c, relu, beta, 0.7)
+    aset = ActiveSet(theta.clone(), free, fixed_h, lr=0.1)
+    sig, h, inside = aset.step_h()
+    g_h = data_form_grad(aset.h, xb, tb, sbase, s, (2.0 / m) / units, c, relu)
+    g = aset.scatter(aset.theta_grad(aset.gather(g_h), h, sig, inside, beta, 0.7))
     ref = _reference_grad(theta, xb, tb, space, free, fixed_h, units, c, relu, beta, 0.7)
     torch.testing.assert_close(g[free], ref[free], rtol=1e-10, atol=1e-12)
     assert (g[free] != 0).any()
