@@ -18,6 +18,7 @@ to a rounding ``V`` of a weight matrix and the energy is the layer's reconstruct
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,6 +273,32 @@ class LayerQUBO(QUBOFamily):
                          linear=self.linear[rows], offset=self.offset[rows],
                          fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
                          space=space, meta={**self.meta, "rows_selected": rows.tolist()})
+
+
+def stack_rows(problems: Sequence[LayerQUBO]) -> LayerQUBO:
+    """The row families ``problems`` (same ``n``) as one family with per-row ``A`` (rows of the
+    first, then of the second, ...): the groups of a grouped convolution solved as one batched
+    problem. Energies are the same row by row; split a solution with ``np.split`` at the
+    cumulative row counts. The rounding spaces are stacked too (same integer limits needed)."""
+    if not problems:
+        raise ValueError("stack_rows needs at least one problem")
+    n = problems[0].n
+    if any(not isinstance(p, LayerQUBO) or p.n != n for p in problems):
+        raise ValueError(f"stack_rows needs LayerQUBOs with the same number of columns ({n})")
+    A = np.ascontiguousarray(np.concatenate([np.broadcast_to(p.A, (p.rows, n, n)) if p.shared else p.A
+                                             for p in problems]))
+    cat = lambda name: np.concatenate([getattr(p, name) for p in problems])  # noqa: E731
+    space = None
+    if all(p.space is not None for p in problems):
+        sps = [p.space for p in problems]
+        if len({(sp.qmin, sp.qmax) for sp in sps}) != 1:
+            raise ValueError("stack_rows: the rounding spaces have different integer limits")
+        space = RoundingSpace(**{k: np.concatenate([getattr(sp, k) for sp in sps])
+                                 for k in ("W", "s", "z", "L", "fixed_mask", "fixed_value")},
+                              qmin=sps[0].qmin, qmax=sps[0].qmax)
+    return LayerQUBO(A=A, scale=cat("scale"), linear=cat("linear"), offset=cat("offset"),
+                     fixed_mask=cat("fixed_mask"), fixed_value=cat("fixed_value"), space=space,
+                     meta={**problems[0].meta, "stacked": len(problems)})
 
 
 @dataclass(eq=False)

@@ -140,7 +140,7 @@ class RelaxedObjective:
         self.units = sp.units(problem.fixed_mask)  # (rows,) float64, numpy
         t = dict(device=device, dtype=dtype)
         self.shared = sp.shared
-        self.P = torch.as_tensor(sp.P, **t)
+        self.P = torch.as_tensor(sp.P, **t).contiguous()  # row-major: the batched products need it
         self.a = torch.as_tensor(sp.a / self.units, **t)[:, None]  # (rows, 1)
         self.a2 = 2.0 * self.a
         self.lin = torch.as_tensor(sp.lin / self.units[:, None], **t)
@@ -160,7 +160,9 @@ class RelaxedObjective:
         """(rows, n) ``P_k h_k``."""
         if self.shared:
             return h @ self.P
-        return torch.bmm(self.P, h.unsqueeze(-1)).squeeze(-1)
+        # h_k^T P_k (= (P_k h_k)^T, P_k symmetric): batched row vector times matrix; the batched
+        # matrix-vector form P_k h_k ran 4x slower on CPU (a copy per batch entry)
+        return torch.bmm(h.unsqueeze(1), self.P).squeeze(1)
 
     def grad(self, h: torch.Tensor) -> torch.Tensor:
         """Gradient in ``h`` (rows, n) of the normalised energies, not masked: the entries of

@@ -11,6 +11,7 @@ import torch
 
 from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
+from qubo_round.pipeline.config import LayerOverride
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.pipeline.run import choose_form
 from qubo_round.relaxations.active import ActiveSet
@@ -131,3 +132,39 @@ def test_auto_form_prefers_the_exact_objective():
     assert choose_form("auto", 64, 512, 32, "relu", "adaround") == "data"  # not a QUBO
     assert choose_form("auto", 4096, 25088, 32, "none", "gptq") == "covariance"  # no data form
     assert choose_form("data", 16, 9, 2048, "none", "adaround") == "data"
+
+
+def test_grouped_conv_groups_are_solved_as_one_problem(digits, monkeypatch):
+    """A relaxation solver gets the 4 groups of conv3 as one stacked problem (one solve); its
+    rounding agrees with solving the groups one by one. Other solvers keep one solve per group."""
+    import qubo_round.pipeline.run as run_mod
+    b, x = digits
+    calls: list = []
+    orig = run_mod._solver_for
+
+    def solver_for(*a, **kw):
+        s = orig(*a, **kw)
+        solve = s.solve
+
+        def counted(p, **kw2):
+            r = solve(p, **kw2)
+            calls.append((p.meta.get("layer"), p.shape, r))
+            return r
+
+        s.solve = counted
+        return s
+
+    monkeypatch.setattr(run_mod, "_solver_for", solver_for)
+    over = {n: LayerOverride(skip=True) for n in ("conv1", "conv2", "fc1", "fc2")}
+    cfg = QuantConfig(bits=3, solver="adaround/fast", overrides=over, reconstruction="layerwise")
+    q, rep = quantize_model(b.model, x, cfg, device="cpu", progress=False)
+    (layer, shape, r), = calls
+    assert layer == "conv3" and shape == (32, 72)
+    from qubo_round.extract import layer_problems
+    groups = layer_problems(b.model, "conv3", x, cfg.grid(3))
+    assert len(groups) == 4
+    one_by_one = np.concatenate([get_solver("adaround/fast").solve(p, seed=cfg.seed + 2).best for p in groups])
+    assert (one_by_one == r.best).mean() > 0.99
+    calls.clear()
+    quantize_model(b.model, x, QuantConfig(bits=3, solver="gptq", overrides=over), device="cpu", progress=False)
+    assert [c[1] for c in calls] == [(8, 72)] * 4

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qubo_round.convert import to_bqm
-from qubo_round.problem import DenseQUBO, LayerQUBO
+from qubo_round.builders import covariance_problem
+from qubo_round.grid import Grid
+from qubo_round.problem import DenseQUBO, LayerQUBO, stack_rows
 from qubo_round.solvers import (TIMING_KEYS, CapabilityError, ParameterError, UnknownSolverError,
                                 available_solvers, describe, get_solver)
 from qubo_round.solvers.conformance import canned_problems, check_solver
@@ -151,3 +153,34 @@ def test_select_rows_keeps_the_rounding_space():
     assert q.space is not None and q.space.shape == (2, p.n)
     sub, full = get_solver("nearest").solve(q), get_solver("nearest").solve(p)
     np.testing.assert_allclose(sub.energies[0], full.energies[0][[0, 3]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4))
+def test_stack_rows_keeps_every_row_energy(seed, sizes):
+    """Stacking row families (the groups of a grouped conv) keeps each row's energy for every
+    assignment, and the rounding spaces line up row by row."""
+    rng = np.random.default_rng(seed)
+    n = 5
+    problems = []
+    for r in sizes:
+        W = rng.normal(size=(r, n))
+        X = rng.normal(size=(n, 30))
+        problems.append(covariance_problem(W, X @ X.T / 30, Grid(bits=2)))
+    stacked = stack_rows(problems)
+    assert stacked.shape == (sum(sizes), n) and not stacked.shared and stacked.A.flags["C_CONTIGUOUS"]
+    X = stacked.apply_fixed(rng.integers(0, 2, size=(3, *stacked.shape)).astype(np.uint8))
+    parts = np.split(X, np.cumsum(sizes)[:-1], axis=1)
+    expected = np.concatenate([p.energies(x) for p, x in zip(problems, parts)], axis=-1)
+    np.testing.assert_allclose(stacked.energies(X), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(stacked.space.W, np.concatenate([p.space.W for p in problems]))
+
+
+def test_stack_rows_refuses_mismatched_columns():
+    rng = np.random.default_rng(0)
+    a = covariance_problem(rng.normal(size=(2, 3)), np.eye(3), Grid(bits=2))
+    b = covariance_problem(rng.normal(size=(2, 4)), np.eye(4), Grid(bits=2))
+    with pytest.raises(ValueError, match="same number of columns"):
+        stack_rows([a, b])
+    with pytest.raises(ValueError, match="at least one"):
+        stack_rows([])

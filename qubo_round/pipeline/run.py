@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..builders import asymmetric_problem
 from ..layers import LayerAdapter
+from ..problem import stack_rows
 from ..stats import FinishedOutputs, FloatInputs, capture_stats, iterate_batches
 from .checkpoint import RunDirectory
 from .config import QuantConfig
@@ -208,11 +209,20 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     seed = config.seed + index
     Vs, statuses = [], []
     if form == "covariance":
-        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device)
-        for p in problems:
-            r = solver.solve(p, seed=seed)
-            Vs.append(p.to_rounding(r.best))
-            statuses.append(r.status)
+        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device)  # imports the solvers first
+        from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
+        if len(problems) > 1 and isinstance(solver, TorchSolver):
+            # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
+            stacked = stack_rows(problems)
+            r = solver.solve(stacked, seed=seed)
+            cuts = np.cumsum([p.rows for p in problems])[:-1]
+            Vs = [p.to_rounding(X) for p, X in zip(problems, np.split(r.best, cuts))]
+            statuses = [r.status] * len(problems)
+        else:
+            for p in problems:
+                r = solver.solve(p, seed=seed)
+                Vs.append(p.to_rounding(r.best))
+                statuses.append(r.status)
     else:
         from qubo_round.relaxations.data_form import solve_data_form
         Vs, statuses = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems, lcfg,
