@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import get_layer
-from .stats import _call, iterate_batches
+from .stats import iterate_batches
 
 log = logging.getLogger(__name__)
 

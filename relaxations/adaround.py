@@ -44,7 +44,7 @@ from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
 from .active import THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
-from .objective import TorchSolver, check_device_dtype, initial_h
+from .objective import TorchSolver, check_device_dtype, initial_h, steps
 from .schedule import GAMMA, ZETA, AdaRoundSchedule
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class AdaRoundParams:
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     dtype: str = "float32"
     threads: int | None = 1
+    progress: bool = False  # a tqdm bar over the iterations (display only)
     rectified: bool = True  # False: plain sigmoid h = sigmoid(theta) (Table 3)
 
     def __post_init__(self) -> None:
@@ -119,7 +120,7 @@ class AdaRound(TorchSolver):
         sched = AdaRoundSchedule(iterations=p.iterations, lr=p.lr, lam=p.lam, beta_start=p.beta_start,
                                  beta_end=p.beta_end, warmup=p.warmup, decay=p.decay)
         status, done, frozen = "feasible", 0, None
-        for it in range(p.iterations):
+        for it in steps(p.iterations, p.progress, self.name):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
                 status = "time_limit"
                 break

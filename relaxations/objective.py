@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from qubo_round.problem import DenseQUBO, LayerQUBO, QUBOFamily
 from qubo_round.solvers.base import CapabilityError, Solver
@@ -115,6 +116,14 @@ def resolve_device(device: str) -> torch.device:
         raise CapabilityError(f"device={device!r} was requested but CUDA is not available; "
                               "use device='cpu' or device='auto'")
     return torch.device(device)
+
+
+def steps(iterations: int, progress: bool, label: str):
+    """``range(iterations)``, wrapped in a tqdm bar when ``progress`` (the pipeline turns it on
+    for the layer being solved; the bar closes when the loop ends or breaks early)."""
+    if not progress:
+        return range(iterations)
+    return tqdm(range(iterations), desc=label, leave=False, unit="it", mininterval=0.5)
 
 
 def check_device_dtype(device: str, dtype: str, threads: int | None = 1) -> None:

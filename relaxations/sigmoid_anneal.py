@@ -22,7 +22,7 @@ import torch
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
-from .objective import Adam, TorchSolver, check_device_dtype, initial_h
+from .objective import Adam, TorchSolver, check_device_dtype, initial_h, steps
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class SigmoidAnnealParams:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int | None = 1
+    progress: bool = False  # a tqdm bar over the iterations (display only)
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
@@ -73,7 +74,7 @@ class SigmoidAnneal(TorchSolver):
         theta = p.t_start * (torch.log(h0) - torch.log1p(-h0))
         opt = Adam(theta, p.lr)
         status, done = "feasible", 0
-        for it in range(p.iterations):
+        for it in steps(p.iterations, p.progress, self.name):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
                 status = "time_limit"
                 break

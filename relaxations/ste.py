@@ -20,7 +20,7 @@ import torch
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
-from .objective import Adam, TorchSolver, check_device_dtype, initial_h
+from .objective import Adam, TorchSolver, check_device_dtype, initial_h, steps
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class STEParams:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int | None = 1
+    progress: bool = False  # a tqdm bar over the iterations (display only)
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
@@ -63,7 +64,7 @@ class STE(TorchSolver):
             best_x = torch.where(better[:, None], xs, best_x)
             best_v = torch.minimum(vs, best_v)
         status, done = "feasible", 0
-        for it in range(p.iterations):
+        for it in steps(p.iterations, p.progress, self.name):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
                 status = "time_limit"
                 break

@@ -168,3 +168,21 @@ def test_grouped_conv_groups_are_solved_as_one_problem(digits, monkeypatch):
     calls.clear()
     quantize_model(b.model, x, QuantConfig(bits=3, solver="gptq", overrides=over), device="cpu", progress=False)
     assert [c[1] for c in calls] == [(8, 72)] * 4
+
+
+def test_iteration_progress_bar_reaches_the_relaxation(digits, monkeypatch, capsys):
+    """With progress on, the layer's relaxation gets ``progress=True`` and draws a bar over its
+    iterations (on stderr); with progress off, neither."""
+    import qubo_round.pipeline.run as run_mod
+    b, x = digits
+    seen = []
+    orig = run_mod._solver_for
+    monkeypatch.setattr(run_mod, "_solver_for", lambda *a, **k: seen.append(orig(*a, **k)) or seen[-1])
+    over = {n: LayerOverride(skip=True) for n in ("conv2", "conv3", "fc1", "fc2")}
+    cfg = QuantConfig(bits=3, solver="adaround", solver_params={"iterations": 300}, overrides=over)
+    quantize_model(b.model, x, cfg, device="cpu", progress=True)
+    assert seen[-1].params.progress is True
+    assert "adaround:" in capsys.readouterr().err
+    quantize_model(b.model, x, cfg, device="cpu", progress=False)
+    assert seen[-1].params.progress is False
+    assert "adaround:" not in capsys.readouterr().err

@@ -1,7 +1,6 @@
 """The ``bench`` and ``report`` subcommands (wired into :mod:`qubo_round.cli`)."""
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 

@@ -1,11 +1,9 @@
 """``qubo-round quantize``: the main job, on a zoo model or a user's own model."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 

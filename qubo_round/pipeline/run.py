@@ -56,13 +56,14 @@ def _signature(model: nn.Module) -> dict:
             "weight_abs_sum": round(h, 6)}
 
 
-def _solver_for(spec: str, params: dict, device: str):
+def _solver_for(spec: str, params: dict, device: str, progress: bool = False):
+    """The layer's solver; ``device`` and ``progress`` (a bar over the iterations) are passed to
+    the solvers that have these parameters, unless the layer's settings give them."""
     from qubo_round.solvers import get_solver, solver_class
     cls = solver_class(spec)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
-    if "device" in fields and "device" not in params:
-        params = {**params, "device": device}
-    return get_solver(spec, **params)
+    extra = {k: v for k, v in (("device", device), ("progress", progress)) if k in fields and k not in params}
+    return get_solver(spec, **params, **extra)
 
 
 #: Solvers that have a data form (the relaxation on mini-batches).
@@ -209,7 +210,7 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     seed = config.seed + index
     Vs, statuses = [], []
     if form == "covariance":
-        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device)  # imports the solvers first
+        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
         from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
         if len(problems) > 1 and isinstance(solver, TorchSolver):
             # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
