@@ -15,7 +15,7 @@ data). For the whole model: wall time, solver time, total loss, test accuracy, t
 = 100k columns in ResNet's first stage) than the digits model's 2048 at most::
 
     python benchmarks/forms_speed.py [--bits 3] [--samples 1024] [--iterations 10000] [--repeats 2] \\
-        [--seed 0] [--threads 1] [--also-covariance] [--large-iterations 2000]
+        [--seed 0] [--threads 1] [--also-covariance] [--large-iterations 10000]
 
 writes ``benchmarks/results/forms_speed.md`` and ``.json``.
 """
@@ -285,7 +285,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--also-covariance", action="store_true", help="also run form='covariance' on every layer")
-    ap.add_argument("--large-iterations", type=int, default=2000,
+    ap.add_argument("--large-iterations", type=int, default=10000,
                     help="iterations for the two larger convolutions (0: skip that part)")
     ap.add_argument("--out", type=Path, default=RESULTS / "forms_speed.md")
     ap.add_argument("--render", type=Path, help="only rewrite the markdown of an earlier run from its JSON")

@@ -185,7 +185,9 @@ class ActiveSet:
             active = active[:, :n]
         counts = active.sum(1)
         self.amax = int(counts.max())
-        order = torch.argsort((~active).to(torch.int8), dim=1, stable=True)[:, :self.amax]
+        # active columns first, in column order: unique int64 keys (no stable sort needed on any device)
+        key = (~active).to(torch.int64) * n + torch.arange(n, device=dev)
+        order = torch.argsort(key, dim=1)[:, :self.amax]
         self.valid = torch.arange(self.amax, device=dev)[None, :] < counts[:, None]
         self.idx = torch.where(self.valid, order, n)
         self._idx_c = self.idx.clamp(max=n - 1)
