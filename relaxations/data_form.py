@@ -100,15 +100,15 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
         X, Xh = X[..., cols], Xh[..., cols]
     module = fmodel.get_submodule(name)
     bias = module.bias.detach().float() if module.bias is not None else None
+    rows_g = [p.space.shape[0] for p in problems]
+    units = torch.as_tensor(np.concatenate([row_units(p) for p in problems]), device=device)
     with cpu_settings(params.threads):
-        Vs, infos = [], []
-        for g, p in enumerate(problems):
-            b = None if bias is None else bias[g * p.space.shape[0]:(g + 1) * p.space.shape[0]].to(device)
-            units = torch.as_tensor(row_units(p), device=device)
-            V, info = _optimise(p.space, X[g].to(device), Xh[g].to(device), b, units, activation, params,
-                                config.batch_size, positions, gen, device, progress, f"{name}[{g}]")
-            Vs.append(V)
-            infos.append(info)
+        # all groups of a grouped conv in one batched optimisation, fed by the same mini-batches
+        V, info = _optimise([p.space for p in problems], X.to(device), Xh.to(device),
+                            None if bias is None else bias.to(device), units, activation, params,
+                            config.batch_size, positions, gen, device, progress, name)
+    Vs = np.split(V, np.cumsum(rows_g)[:-1])
+    infos = [info]
     log.debug("layer %s: data form %s", name, infos)
     return Vs, ["feasible"] * len(problems)
 
@@ -118,59 +118,76 @@ def data_form_grad(h, xb, tb, sbase, s, inv, c, relu: bool) -> torch.Tensor:
     (f(out_jk) - tb_jk)^2``, with ``out = xb W_tilde^T (+ c)``, ``W_tilde = sbase + s h``, ``f``
     the ReLU or the identity; ``h`` (rows, cols) every entry's current value (fixed ones at their
     level), ``xb`` (m, cols), ``tb`` (m, rows) the batch's inputs and targets ``f(W x + c)``,
-    ``inv`` (rows,) ``2 / (m u_k)``. The regulariser and the chain rule through the rectified
-    sigmoid are added by :meth:`ActiveSet.step`, as in the covariance form."""
-    out = xb @ torch.addcmul(sbase, s, h).T  # (m, rows): W_tilde x_hat
+    ``inv`` (rows,) ``2 / (m u_k)``. Groups of a grouped conv are batched: ``xb`` (G, m, cols),
+    ``tb`` (G, m, rows_g), ``sbase`` (G, rows_g, cols), ``s`` (G, rows_g, 1), ``inv`` and ``c``
+    (G, 1, rows_g), ``h`` (G rows_g, cols); the result has the shape of ``h``. The regulariser and
+    the chain rule through the rectified sigmoid are added by :meth:`ActiveSet.step`, as in the
+    covariance form."""
+    out = xb @ torch.addcmul(sbase, s, h.view(sbase.shape)).transpose(-1, -2)  # (m, rows): W_tilde x_hat
     if relu:
         if c is not None:
             out += c
         err = out.relu().sub_(tb).mul_(out > 0)
     else:
         err = out.sub_(tb)
-    return (err.mul_(inv).T @ xb).mul_(s)
+    return (err.mul_(inv).transpose(-1, -2) @ xb).mul_(s).view(h.shape)
 
 
 def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, batch_size, positions, gen,
               device, progress, label) -> tuple[np.ndarray, dict]:
-    """AdaRound on mini-batches for one group: ``X, Xh`` (cols, M) float and quantized-network
-    inputs (M = samples * positions, sample-major), ``units`` (rows,) row units. Returns the
-    rounding (rows, cols) uint8 and an info dict."""
+    """AdaRound on mini-batches for one group (``space`` a RoundingSpace, ``X, Xh`` (cols, M)) or
+    for all groups of a layer at once (``space`` a list of G spaces, ``X, Xh`` (G, cols, M)):
+    float and quantized-network inputs (M = samples * positions, sample-major), ``bias`` (rows,)
+    or None, ``units`` (rows,) row units (rows: all groups' rows in order). Returns the rounding
+    (rows, cols) uint8 and an info dict."""
     t0 = time.perf_counter()
     relu = activation == "relu"
     dt = DTYPES[params.dtype]
     sched = AdaRoundSchedule(iterations=params.iterations, lr=params.lr, lam=params.lam,
                              beta_start=params.beta_start, beta_end=params.beta_end, warmup=params.warmup,
                              decay=params.decay)
-    W = torch.as_tensor(space.W, dtype=dt, device=device)
-    rows, cols = W.shape
+    spaces = list(space) if isinstance(space, (list, tuple)) else [space]
+    G = len(spaces)
+    if X.dim() == 2:
+        X, Xh = X[None], Xh[None]
+    t = dict(dtype=dt, device=device)
+    stack = lambda f: torch.as_tensor(np.stack([f(sp) for sp in spaces]), **t)  # noqa: E731  (G, rows_g, ...)
+    W = stack(lambda sp: sp.W)
+    rg, cols = W.shape[1:]
     samples = X.shape[-1] // positions
     # float target f(W x + c), once; inputs sample-major (samples, positions, cols): a batch is a
-    # gather of contiguous rows. Without the ReLU the bias cancels and is left out.
+    # gather of contiguous rows. Without the ReLU the bias cancels and is left out. One group:
+    # plain matrices (the leading group axis dropped); several: batched products.
     with torch.no_grad():
-        T = X.to(dt).T @ W.T  # (M, rows)
+        T = torch.stack([X[g].to(dt).T @ W[g].T for g in range(G)])  # (G, M, rows_g)
         if relu:
             if bias is not None:
-                T += bias.to(dt)
+                T += bias.to(dt).view(G, 1, rg)
             T.relu_()
-        T = T.reshape(samples, positions, rows)
-        Xs = Xh.to(dt).T.contiguous().reshape(samples, positions, cols)
-    c = None if (bias is None or not relu) else bias.to(dt)
-    s = torch.as_tensor(space.s, dtype=dt, device=device)[:, None]
-    sbase = s * torch.as_tensor(space.L - space.z[:, None], dtype=dt, device=device)  # s (L - z)
-    free = torch.as_tensor(~space.fixed_mask, device=device)
-    fixed_h = torch.as_tensor(space.fixed_value, dtype=dt, device=device)
-    theta = inverse_rectified_sigmoid(torch.as_tensor(space.frac, dtype=dt, device=device).clamp(0.0, 1.0))
+        T = T.reshape(G, samples, positions, rg)
+        Xs = Xh.to(dt).transpose(-1, -2).contiguous().reshape(G, samples, positions, cols)
+    c = None if (bias is None or not relu) else bias.to(dt).view(G, 1, rg)
+    s = stack(lambda sp: sp.s[:, None])  # (G, rows_g, 1)
+    sbase = s * stack(lambda sp: sp.L - sp.z[:, None])  # s (L - z)
+    inv = ((2.0 / (min(batch_size, samples) * positions)) / units.to(dt)).view(G, 1, rg)
+    if G == 1:
+        T, Xs, s, sbase, inv = T[0], Xs[0], s[0], sbase[0], inv[0]
+        c = None if c is None else c[0]
+    free = torch.as_tensor(np.concatenate([~sp.fixed_mask for sp in spaces]), device=device)
+    fixed_h = torch.as_tensor(np.concatenate([sp.fixed_value for sp in spaces]), **t)
+    frac = torch.as_tensor(np.concatenate([sp.frac for sp in spaces]), **t)
+    theta = inverse_rectified_sigmoid(frac.clamp(0.0, 1.0))
     aset = ActiveSet(theta, free, fixed_h, params.lr)  # compacted as entries freeze (relaxations.active)
     bs = min(batch_size, samples)
     m = bs * positions
-    inv = (2.0 / m) / units.to(dt)  # d/d out of sum_k mean_cols (err^2) / u_k, without the err
+    lead = (G,) if G > 1 else ()
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
     done, frozen = 0, None
     for it in tqdm(range(params.iterations), desc=f"data form {label}", disable=not progress, leave=False):
         n = draws[it]
         sig, h, inside = aset.step_h()
-        g = data_form_grad(aset.h, Xs.index_select(0, n).view(m, cols), T.index_select(0, n).view(m, rows), sbase,
-                           s, inv, c, relu)
+        g = data_form_grad(aset.h, Xs.index_select(-3, n).view(*lead, m, cols),
+                           T.index_select(-3, n).view(*lead, m, rg), sbase, s, inv, c, relu)
         aset.step(aset.gather(g), h, sig, inside, sched.beta(it), params.lam)
         done = it + 1
         if done % FREEZE_CHECK == 0 and aset.check():

@@ -99,3 +99,25 @@ def test_compaction_keeps_frozen_values_and_moments():
     # (an entry's h may differ in the last bit: vectorised and scalar sigmoid code round differently)
     torch.testing.assert_close(aset.h, torch.where(free, aset.forward(aset.full_theta())[1], 0.0),
                                rtol=0, atol=1e-15)
+
+
+def test_data_form_batches_the_groups():
+    """The groups of a grouped conv in one batched data-form optimisation give the roundings of
+    one optimisation per group fed by the same mini-batches."""
+    probs, Xs = [], []
+    for seed in range(3):
+        W, X, p = layer(seed, rows=6, cols=20)
+        probs.append(p)
+        Xs.append(torch.as_tensor(X, dtype=torch.float32))
+    X = torch.stack(Xs)
+    params = data_form_params("adaround", {"iterations": 600, "lr": 0.05})
+    units = [torch.as_tensor(row_units(p)) for p in probs]
+    bias = torch.linspace(-0.5, 0.5, 18)
+    for activation in ("none", "relu"):
+        V, info = _optimise([p.space for p in probs], X, X, bias, torch.cat(units), activation, params, 32, 1,
+                            torch.Generator().manual_seed(0), "cpu", False, "layer")
+        one_by_one = np.concatenate([
+            _optimise(p.space, X[g], X[g], bias[6 * g:6 * (g + 1)], units[g], activation, params, 32, 1,
+                      torch.Generator().manual_seed(0), "cpu", False, "layer")[0] for g, p in enumerate(probs)])
+        assert V.shape == (18, 20)
+        assert (V == one_by_one).mean() > 0.99, activation
