@@ -158,8 +158,8 @@ def to_markdown(meta, runs, summary, large=None) -> str:
              f"alternated; times are medians over rounds. Machine: {meta['machine']}, {meta['cpus']} CPU cores "
              f"(load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at end, per-run values in the "
              f"JSON), torch {meta['torch']} on {meta['threads']} thread(s). Both forms share the relaxation's "
-             "step code (`relaxations/active.py`: compaction of frozen entries, subnormals flushed); the covariance "
-             "form solves the 4 groups of conv3 as one stacked problem, the data form one group after another.", "",
+             "step code (`relaxations/active.py`: compaction of frozen entries, subnormals flushed), and both run "
+             "the 4 groups of conv3 as one batched problem (stacked per-row H; batched mini-batch products).", "",
              "## Whole model", "",
              "| form | wall s | solver s | total loss | total nearest loss | accuracy |", "|---|---|---|---|---|---|"]
     for f in forms:

@@ -272,14 +272,17 @@ class LayerQUBO(QUBOFamily):
         return LayerQUBO(A=self.A if self.shared else self.A[rows], scale=self.scale[rows],
                          linear=self.linear[rows], offset=self.offset[rows],
                          fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
-                         space=space, meta={**self.meta, "rows_selected": rows.tolist()})
+                         space=space, meta={**{k: v for k, v in self.meta.items() if k != "row_groups"},
+                                            "rows_selected": rows.tolist()})
 
 
 def stack_rows(problems: Sequence[LayerQUBO]) -> LayerQUBO:
     """The row families ``problems`` (same ``n``) as one family with per-row ``A`` (rows of the
     first, then of the second, ...): the groups of a grouped convolution solved as one batched
     problem. Energies are the same row by row; split a solution with ``np.split`` at the
-    cumulative row counts. The rounding spaces are stacked too (same integer limits needed)."""
+    cumulative row counts. The rounding spaces are stacked too (same integer limits needed).
+    ``meta["row_groups"]`` records the rows of each input problem: the relaxations then multiply
+    each group by its own matrix in one batched product instead of one matrix per row."""
     if not problems:
         raise ValueError("stack_rows needs at least one problem")
     n = problems[0].n
@@ -298,7 +301,7 @@ def stack_rows(problems: Sequence[LayerQUBO]) -> LayerQUBO:
                               qmin=sps[0].qmin, qmax=sps[0].qmax)
     return LayerQUBO(A=A, scale=cat("scale"), linear=cat("linear"), offset=cat("offset"),
                      fixed_mask=cat("fixed_mask"), fixed_value=cat("fixed_value"), space=space,
-                     meta={**problems[0].meta, "stacked": len(problems)})
+                     meta={**problems[0].meta, "stacked": len(problems), "row_groups": [p.rows for p in problems]})
 
 
 @dataclass(eq=False)

@@ -164,7 +164,7 @@ def test_grouped_conv_groups_are_solved_as_one_problem(digits, monkeypatch):
     groups = layer_problems(b.model, "conv3", x, cfg.grid(3))
     assert len(groups) == 4
     one_by_one = np.concatenate([get_solver("adaround/fast").solve(p, seed=cfg.seed + 2).best for p in groups])
-    assert (one_by_one == r.best).mean() > 0.99
+    np.testing.assert_array_equal(one_by_one, r.best)  # one matrix per group: the same products
     calls.clear()
     quantize_model(b.model, x, QuantConfig(bits=3, solver="gptq", overrides=over), device="cpu", progress=False)
     assert [c[1] for c in calls] == [(8, 72)] * 4

@@ -184,3 +184,27 @@ def test_stack_rows_refuses_mismatched_columns():
         stack_rows([a, b])
     with pytest.raises(ValueError, match="at least one"):
         stack_rows([])
+
+
+def test_stacked_groups_use_one_matrix_per_group():
+    """A stack of equal-sized groups is multiplied group by group (one (n, n) matrix each); the
+    product equals the per-row one. Unequal groups, or rows selected from a stack, fall back to
+    one matrix per row."""
+    import torch
+
+    from qubo_round.relaxations.objective import RelaxedObjective
+    rng = np.random.default_rng(1)
+    def group(r, n=6):
+        X = rng.normal(size=(n, 40))
+        return covariance_problem(rng.normal(size=(r, n)), X @ X.T / 40, Grid(bits=3))
+    equal = stack_rows([group(3) for _ in range(4)])
+    assert equal.meta["row_groups"] == [3, 3, 3, 3]
+    obj = RelaxedObjective(equal, torch.device("cpu"), torch.float64)
+    assert obj.groups == (4, 3) and obj.P.shape == (4, 6, 6)
+    h = torch.rand(12, 6, dtype=torch.float64)
+    per_row = torch.einsum("rc,rcd->rd", h, torch.as_tensor(equal.A))
+    torch.testing.assert_close(obj.matvec(h), per_row)
+    assert RelaxedObjective(stack_rows([group(2), group(3)]), torch.device("cpu"), torch.float64).groups is None
+    sub = equal.select_rows(np.arange(12)[::-1])
+    assert "row_groups" not in sub.meta
+    assert RelaxedObjective(sub, torch.device("cpu"), torch.float64).groups is None
