@@ -18,13 +18,12 @@ Nothing is approximated or reordered: every active entry goes through the arithm
 loop, and a frozen entry's ``h`` is the value it would have kept. (The one difference: an entry
 that moves to another position may meet the scalar instead of the vectorised code of an element-
 wise function, which can round its last bit differently.) The roundings, iteration counts and
-relaxed energies came out identical with and without compaction in the tests and on every layer
-of the digits model.
+relaxed energies came out identical with and without compaction in the tests, on every layer
+of the digits model and in a MiniLM run (36 layers).
 """
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import torch
