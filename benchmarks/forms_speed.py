@@ -145,7 +145,7 @@ def to_markdown(meta, runs, summary, large=None) -> str:
     first = {f: next(r for r in runs if r["form"] == f) for f in forms}
     med = lambda f, k: statistics.median(r[k] for r in runs if r["form"] == f)  # noqa: E731
     fr, fr_best = flop_ratio(first["auto"], first["data"])
-    weights = lambda L: int(L["shape"].split()[0].split("x")[0]) * int(L["shape"].split()[0].split("x")[1])  # noqa: E731
+    weights = lambda L: L["data_mflop"] / (4 * L["batch_columns"])  # noqa: E731  (rows cols / 1e6)
     lay = first["auto"]["layers"]
     costly = [L for L in lay if L["cov_mflop"] > L["data_mflop"]]
     lose = ", ".join(f"{L['name']} ({L['shape']}, {L['batch_columns']} columns per batch)" for L in costly) or "no layer"

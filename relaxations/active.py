@@ -41,8 +41,8 @@ PAD_THETA = 100.0
 #: Re-compact only when the widest row has shrunk to this fraction of the current width ...
 SHRINK = 0.9
 #: ... and only problems of at least this many entries: below it, a step's cost is the fixed cost
-#: of its ~25 tensor operations, which the gathers of a compact layout would only add to (digits
-#: fc2, 10 x 64: 13% slower compacted; fc1, 64 x 512: 1.38x faster).
+#: of its ~25 tensor operations, which the gathers of a compact layout would only add to
+#: (``benchmarks/relaxation_step.py`` compares never / by this rule / always on the digits layers).
 MIN_ENTRIES = 8192
 
 
@@ -68,7 +68,7 @@ class ActiveSet:
     def __init__(self, theta: torch.Tensor, free: torch.Tensor, fixed_value: torch.Tensor, lr: float,
                  zeta: float = ZETA, gamma: float = GAMMA) -> None:
         rows, n = theta.shape
-        self.rows, self.n, self.zeta, self.gamma = rows, n, zeta, gamma
+        self.rows, self.n = rows, n
         t = dict(device=theta.device, dtype=theta.dtype)
         # constants as 0-dim tensors of the working dtype: a Python scalar costs a conversion
         # (an extra tensor op) on every call, the same arithmetic
@@ -128,11 +128,7 @@ class ActiveSet:
     def scatter(self, part: torch.Tensor) -> torch.Tensor:
         """``(rows, n)`` matrix holding ``part`` (rows, amax) at the active positions, 0 elsewhere
         (while full: ``part`` itself, fixed entries included)."""
-        if self.full:
-            return part.clone()
-        out = torch.zeros((self.rows, self.n), dtype=part.dtype, device=part.device)
-        out.view(-1).index_copy_(0, self._dst, part.reshape(-1).index_select(0, self._src))
-        return out
+        return self._ext(part)[:, :self.n]
 
     # -- compaction ----------------------------------------------------------------------------
     def check(self) -> bool:
@@ -193,7 +189,6 @@ class ActiveSet:
         rows_off = torch.arange(self.rows, device=dev)[:, None] * n
         self._src = self.valid.reshape(-1).nonzero().squeeze(1)
         self._dst = (rows_off + self._idx_c).reshape(-1).index_select(0, self._src)
-        self.h = self.h.contiguous()
         self.theta = theta.gather(1, self.idx)
         self.opt.x, self.opt.m, self.opt.v = self.theta, m.gather(1, self.idx), v.gather(1, self.idx)
         self.full = False

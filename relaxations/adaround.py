@@ -131,8 +131,7 @@ class AdaRound(TorchSolver):
                 frozen = done  # every h clipped, no momentum can unclip one: final
                 break
         theta = aset.full_theta()
-        h = rectified_sigmoid(theta)[0] if p.rectified else torch.sigmoid(theta)
-        h = obj.hold_fixed(h)
+        h = obj.hold_fixed(aset.forward(theta)[1])  # final h (plain sigmoid: zeta = 1, gamma = 0)
         X = problem.apply_fixed((theta >= 0).cpu().numpy())
         free = obj.free
         soft = ((h > 0.01) & (h < 0.99) & free).sum().item() / max(1, int(free.sum().item()))

@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import qubo_round.solvers  # noqa: F401  (import order: registers adaround; avoids the objective <-> solvers cycle)
 from qubo_round.layers import LayerAdapter
@@ -32,7 +31,7 @@ from qubo_round.stats import _call
 
 from .active import ActiveSet
 from .adaround import FREEZE_CHECK, AdaRoundParams, inverse_rectified_sigmoid
-from .objective import DTYPES, cpu_settings, row_units
+from .objective import DTYPES, cpu_settings, row_units, steps
 from .schedule import AdaRoundSchedule
 
 log = logging.getLogger(__name__)
@@ -107,10 +106,8 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
         V, info = _optimise([p.space for p in problems], X.to(device), Xh.to(device),
                             None if bias is None else bias.to(device), units, activation, params,
                             config.batch_size, positions, gen, device, progress, name)
-    Vs = np.split(V, np.cumsum(rows_g)[:-1])
-    infos = [info]
-    log.debug("layer %s: data form %s", name, infos)
-    return Vs, ["feasible"] * len(problems)
+    log.debug("layer %s: data form %s", name, info)
+    return np.split(V, np.cumsum(rows_g)[:-1]), ["feasible"] * len(problems)
 
 
 def data_form_grad(h, xb, tb, sbase, s, inv, c, relu: bool) -> torch.Tensor:
@@ -183,7 +180,7 @@ def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, bat
     lead = (G,) if G > 1 else ()
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
     done, frozen = 0, None
-    for it in tqdm(range(params.iterations), desc=f"data form {label}", disable=not progress, leave=False):
+    for it in steps(params.iterations, progress, f"data form {label}"):
         n = draws[it]
         sig, h, inside = aset.step_h()
         g = data_form_grad(aset.h, Xs.index_select(-3, n).view(*lead, m, cols),

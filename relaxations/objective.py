@@ -151,7 +151,7 @@ class RelaxedObjective:
         self.shared = sp.shared
         self.P = torch.as_tensor(sp.P, **t)
         # stacked groups (problem.stack_rows) of equal size: one matrix per group, not per row
-        groups = getattr(problem, "meta", {}).get("row_groups") if not sp.shared else None
+        groups = None if sp.shared else problem.meta.get("row_groups")
         self.groups = None
         if groups and len(set(groups)) == 1 and sum(groups) == problem.rows:
             self.groups = (len(groups), groups[0])
@@ -212,6 +212,11 @@ def deadline_of(time_limit: float | None, t0: float) -> float | None:
     return None if time_limit is None else t0 + time_limit
 
 
+#: Flush subnormal floats to zero during a solve (:func:`cpu_settings`); off only to measure what
+#: the flush gives (``benchmarks/relaxation_step.py``).
+FLUSH_SUBNORMALS = True
+
+
 @contextmanager
 def cpu_settings(threads: int | None):
     """While the block runs: torch on ``threads`` CPU threads (None: unchanged) and subnormal
@@ -219,14 +224,13 @@ def cpu_settings(threads: int | None):
 
     The flush matters: once an ``h`` is clipped its gradient is exactly zero, so Adam's moments
     decay geometrically and turn subnormal after some 800 steps, and every element-wise pass over
-    subnormals runs several times slower (fc1 of the digits model, 10k iterations: 11.8 s without
-    the flush, 7.2 s with it, same rounding). Values below 1.2e-38 (float32) have no effect on the
-    result. Afterwards the thread count is restored and the flush turned off (torch's default;
+    subnormals runs several times slower (``benchmarks/relaxation_step.py``: digits fc1, same
+    rounding). Values below 1.2e-38 (float32) have no effect on the result. Afterwards the thread count is restored and the flush turned off (torch's default;
     torch has no getter for it)."""
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    torch.set_flush_denormal(True)
+    torch.set_flush_denormal(FLUSH_SUBNORMALS)
     try:
         yield
     finally:

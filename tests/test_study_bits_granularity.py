@@ -1,22 +1,17 @@
 """Smoke test of the bits-granularity study in quick mode, with properties that could fail."""
 from __future__ import annotations
 
-import pytest
-
-from qubo_round.studies.common import run_study
-
-from study_helpers import read_rows as _rows, run_quick
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_quick("bits-granularity", tmp_path_factory)
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
+
+
+study = quick_study("bits-granularity")
 
 
 def test_files_and_rows(study):
     tmp, md = study
-    for name in ("bits-granularity.md", "digits_runs.csv", "digits_summary.csv", "digits_accuracy.png"):
-        assert (tmp / name).is_file(), name
+    assert_files(tmp, ("bits-granularity.md", "digits_runs.csv", "digits_summary.csv", "digits_accuracy.png"))
     text = md.read_text()
     assert "Digits: test accuracy" in text
     assert "Skipped in quick mode" in text  # MiniLM is not loaded in quick mode, and says so
@@ -44,7 +39,7 @@ def test_runs_and_seeds(study):
 def test_cached_rerun_is_identical(study):
     tmp, _ = study
     out2 = tmp / "again"
-    md2 = run_study("bits-granularity", quick=True, out=out2, cache=tmp / "cache", progress=False)
+    md2 = rerun("bits-granularity", tmp, out2)
     assert "0 cells computed" in md2.read_text()
     for n in ("digits_runs.csv", "digits_summary.csv"):
         assert (out2 / n).read_text() == (tmp / n).read_text(), n

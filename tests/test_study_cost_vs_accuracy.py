@@ -3,21 +3,17 @@
 import numpy as np
 import pytest
 
-from qubo_round.studies.common import run_study
 from qubo_round.studies.cost_vs_accuracy import ENERGIES, TARGETS, correlations
 
-from study_helpers import read_rows as _rows, run_quick
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_quick("cost-vs-accuracy", tmp_path_factory)
+study = quick_study("cost-vs-accuracy")
 
 
 def test_files_and_rows(study):
     out, path = study
-    for name in ("cost-vs-accuracy.md", "roundings.csv", "correlations.csv", "scatter_conv1.png"):
-        assert (out / name).is_file(), name
+    assert_files(out, ("cost-vs-accuracy.md", "roundings.csv", "correlations.csv", "scatter_conv1.png"))
     rows = _rows(out / "roundings.csv")
     stoch = [r for r in rows if r["kind"] == "stochastic"]
     assert len(stoch) == 20
@@ -66,7 +62,7 @@ def test_correlations_match_numpy():
 def test_cache_reuse_gives_identical_csv(study, tmp_path):
     out, _ = study
     again = tmp_path / "again"
-    run_study("cost-vs-accuracy", quick=True, out=again, cache=out / "cache", progress=False)
+    rerun("cost-vs-accuracy", out, again)
     assert "0 cells computed" in (again / "cost-vs-accuracy.md").read_text()
     for name in ("roundings.csv", "correlations.csv"):
         assert (again / name).read_text() == (out / name).read_text(), name

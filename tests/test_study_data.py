@@ -1,17 +1,13 @@
 """Study ``data`` (paper Fig. 4) in quick mode: files, rows, calibration domains, caching."""
 
-import pytest
 import torch
 
-from qubo_round.studies.common import run_study
 from qubo_round.studies.data import DOMAINS, calibration_set
 
-from study_helpers import read_rows as _rows, run_quick
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_quick("data", tmp_path_factory)
+study = quick_study("data")
 
 
 def test_domains_are_valid_and_deterministic():
@@ -29,8 +25,7 @@ def test_domains_are_valid_and_deterministic():
 
 def test_files_and_rows(study):
     out, path = study
-    for name in ("data.md", "runs.csv", "samples.csv", "domains.csv", "samples.png"):
-        assert (out / name).is_file(), name
+    assert_files(out, ("data.md", "runs.csv", "samples.csv", "domains.csv", "samples.png"))
     samples = _rows(out / "samples.csv")
     assert [int(r["calibration samples"]) for r in samples] == [16, 64]
     domains = _rows(out / "domains.csv")
@@ -53,7 +48,7 @@ def test_properties(study):
 
 def test_cache_reuse_gives_identical_csv(study, tmp_path):
     out, _ = study
-    again = run_study("data", quick=True, out=tmp_path, cache=out / "cache", progress=False)
+    again = rerun("data", out, tmp_path)
     assert "0 cells computed" in again.read_text()
     for name in ("runs.csv", "samples.csv", "domains.csv"):
         assert (tmp_path / name).read_text() == (out / name).read_text()

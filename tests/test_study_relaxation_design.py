@@ -2,21 +2,17 @@
 
 import pytest
 
-from qubo_round.studies.common import run_study
 from qubo_round.studies.relaxation_design import variants
 
-from study_helpers import read_rows as _rows, run_quick
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_quick("relaxation-design", tmp_path_factory)
+study = quick_study("relaxation-design")
 
 
 def test_files_and_rows(study):
     out, path = study
-    for name in ("relaxation-design.md", "runs.csv", "summary.csv", "iteration_check.csv", "variants.png"):
-        assert (out / name).is_file(), name
+    assert_files(out, ("relaxation-design.md", "runs.csv", "summary.csv", "iteration_check.csv", "variants.png"))
     runs = {r["variant"]: r for r in _rows(out / "runs.csv")}
     assert set(runs) == {v.key for v in variants(40)}
     md = path.read_text()
@@ -46,6 +42,6 @@ def test_properties(study):
 def test_cache_reuse_gives_identical_csv(study, tmp_path):
     out, _ = study
     before = (out / "runs.csv").read_text()
-    again = run_study("relaxation-design", quick=True, out=tmp_path, cache=out / "cache", progress=False)
+    again = rerun("relaxation-design", out, tmp_path)
     assert "0 cells computed" in again.read_text()
     assert (tmp_path / "runs.csv").read_text() == before

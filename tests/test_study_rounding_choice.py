@@ -3,23 +3,20 @@ caching."""
 
 import pytest
 
-from qubo_round.studies.common import run_study
 from qubo_round.studies.rounding_choice import LAYERS, METHODS1, METHODS2
 
-from study_helpers import read_rows as _rows, run_quick
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 TOL = 1e-9
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    return run_quick("rounding-choice", tmp_path_factory)
+study = quick_study("rounding-choice")
 
 
 def test_files_and_rows(study):
     out, path = study
-    for name in ("rounding-choice.md", "first_layer.csv", "all_layers.csv", "gaps_all_layers.csv", "accuracy.png"):
-        assert (out / name).is_file(), name
+    assert_files(out, ("rounding-choice.md", "first_layer.csv", "all_layers.csv", "gaps_all_layers.csv",
+                       "accuracy.png"))
     first = _rows(out / "first_layer.csv")
     assert [r["method"] for r in first] == [m.key for m in METHODS1]  # one seed in quick mode
     every = _rows(out / "all_layers.csv")
@@ -75,7 +72,7 @@ def test_all_layers_consistency(study):
 def test_cache_reuse_gives_identical_csv(study, tmp_path):
     out, _ = study
     again = tmp_path / "again"
-    run_study("rounding-choice", quick=True, out=again, cache=out / "cache", progress=False)
+    rerun("rounding-choice", out, again)
     text = (again / "rounding-choice.md").read_text()
     assert "0 cells computed" in text
     for name in ("first_layer.csv", "all_layers.csv", "gaps_all_layers.csv"):

@@ -5,16 +5,13 @@ import math
 
 import pytest
 
-from qubo_round.studies.common import run_study
 
-from study_helpers import read_rows as _rows, run_quick
+from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 TOL = 1e-9
 
 
-@pytest.fixture(scope="module")
-def league(tmp_path_factory):
-    return run_quick("solver-league", tmp_path_factory)
+league = quick_study("solver-league", "league")
 
 
 def _f(v):
@@ -23,8 +20,7 @@ def _f(v):
 
 def test_files_and_tables(league):
     tmp, md = league
-    for name in ("solver-league.md", "rows.csv", "summary.csv", "network.csv", "pareto.png"):
-        assert (tmp / name).is_file(), name
+    assert_files(tmp, ("solver-league.md", "rows.csv", "summary.csv", "network.csv", "pareto.png"))
     text = md.read_text()
     assert "### League" in text and "dimod:*" in text  # the skipped wrappers are named
     summary = {r["solver"]: r for r in _rows(tmp / "summary.csv")}
@@ -82,7 +78,7 @@ def test_cached_rerun_is_identical(league):
     tmp, md = league
     before = {n: (tmp / n).read_text() for n in ("rows.csv", "summary.csv", "network.csv")}
     out2 = tmp / "again"
-    md2 = run_study("solver-league", quick=True, out=out2, cache=tmp / "cache", progress=False)
+    md2 = rerun("solver-league", tmp, out2)
     assert "0 cells computed" in md2.read_text()
     for n, text in before.items():
         assert (out2 / n).read_text() == text, n

@@ -72,10 +72,11 @@ DATA_FORM_SOLVERS = ("adaround",)
 
 #: Work per weight and step that both forms of AdaRound do alike (rectified sigmoid, regulariser,
 #: Adam: some 25 element-wise passes over rows x cols), in flop-equivalents of their matrix
-#: products. Measured on the digits layers (CPU, one thread, ``benchmarks/forms_speed.py``): ~2000,
-#: e.g. fc1 (64 x 512) takes 0.39 ms per step in the data form (4 rows cols 32 = 4.2 Mflop) and
-#: 0.57 ms in the covariance form (2 rows cols^2 = 34 Mflop): an 8x difference in flops is a 1.5x
-#: difference in time.
+#: products. On the digits layers (CPU, one thread, ``benchmarks/results/forms_speed.md``) fc1
+#: (64 x 512) costs about as much per step in the data form (4 rows cols 32 = 4.2 Mflop) as in the
+#: covariance form (2 rows cols^2 = 34 Mflop): an 8x difference in flops is at most a 1.5x
+#: difference in time, i.e. S of 2000 or more. 2000 and the earlier 4000 both leave every digits
+#: and MiniLM layer in the covariance form (the MiniLM benchmark's log: all 36 layers).
 SHARED_COST_PER_WEIGHT = 2000
 #: Without an activation the data form is a mini-batch estimate of the covariance form's exact
 #: objective (a noisier one the fewer batch columns per input column; on the digits layers its
