@@ -79,8 +79,8 @@ def run(bits_list, seeds, samples, calib_seed, iterations, form, params, solvers
                 rec = dict(method=solver, bits=bits, seed=seed if solver == "adaround" else None,
                            accuracy=float((pred == y_test).float().mean()), seconds=sec,
                            load_before=load0, load_after=os.getloadavg()[0],
-                           total_loss=sum(r.loss for r in rep.layers),
-                           total_nearest_loss=sum(r.nearest_loss for r in rep.layers),
+                           total_loss=rep.loss,
+                           total_nearest_loss=rep.nearest_loss,
                            layers=[dict(name=r.name, form=r.form, nearest_loss=r.nearest_loss, loss=r.loss,
                                         changed_fraction=r.changed_fraction, seconds=r.seconds) for r in rep.layers],
                            solver_params=sp, form=cfg.form, correct=(pred == y_test).tolist())

@@ -121,8 +121,8 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
                 qmodel, report = quantize_model(bundle.model, calib, config, progress=False)
             seconds = time.perf_counter() - t
             extra = dict(stats_seconds=timers.stats, solver_seconds=timers.solver,
-                         loss=sum(r.loss for r in report.layers),
-                         nearest_loss=sum(r.nearest_loss for r in report.layers),
+                         loss=report.loss,
+                         nearest_loss=report.nearest_loss,
                          layers=report.rows())
         cpu = time.process_time() - cpu0
         t = time.perf_counter()

@@ -18,7 +18,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import qubo_round.relaxations.adaround  # noqa: F401  (registration)

@@ -173,22 +173,30 @@ class GPTQ(Solver):
         """Round the rows of one group (same A and fixed pattern ``fm_row`` (n,)); a (R,),
         lin, prior, fv_rows (R, n). Returns the free-variable values (R, m) and delta."""
         free, fx = np.flatnonzero(~fm_row), np.flatnonzero(fm_row)
-        Aff = A[np.ix_(free, free)]
         lin_f = lin[:, free] + 2.0 * a[:, None] * (fv_rows[:, fx] @ A[np.ix_(fx, free)])
-        quad = (a > 0) & bool(np.any(Aff))
-        q = (lin_f < 0).astype(np.float64)  # rows without a quadratic part: the sign rule
+        q, delta, _ = self._round_rows(A[np.ix_(free, free)], a, lin_f, prior[:, free])
+        return q, delta
+
+    def _round_rows(self, A, a, lin, prior, forced=None, values=None, block=None):
+        """GPTQ on rows sharing ``A`` (m, m): start at the continuous optimum of ``(A + delta I)``
+        from ``prior``, then round with error feedback (``forced``/``values``/``block``: see
+        :func:`error_feedback_round`). a (R,), lin, prior (R, m). Rows without a quadratic part
+        take the sign rule. Returns (R, m) float values, delta, and whether A was factorised."""
+        quad = (a > 0) & bool(np.any(A))
+        q = (lin < 0).astype(np.float64)  # rows without a quadratic part: the sign rule
         delta = 0.0
         if quad.any():
-            order = np.argsort(-np.diag(Aff), kind="stable") if self.params.act_order else np.arange(len(free))
-            Ao = Aff[np.ix_(order, order)]
+            order = np.argsort(-np.diag(A), kind="stable") if self.params.act_order else np.arange(A.shape[0])
+            Ao = A[np.ix_(order, order)]
             U, _, delta = inverse_factor(Ao, self.params.percdamp)
-            r = -lin_f[quad][:, order] / (2.0 * a[quad, None])  # A_FF u = r at the optimum
-            u0 = prior[quad][:, free[order]]
-            u = u0 + ((r - u0 @ Ao) @ U.T) @ U  # (A_FF + delta I)^{-1} = U^T U
+            r = -lin[quad][:, order] / (2.0 * a[quad, None])  # A u = r at the optimum
+            u0 = prior[quad][:, order]
+            u = u0 + ((r - u0 @ Ao) @ U.T) @ U  # (A + delta I)^{-1} = U^T U
+            kw = {} if forced is None else dict(forced=forced[quad][:, order], values=values[quad][:, order])
             qo = np.empty_like(u)
-            qo[:, order] = error_feedback_round(U, u)
+            qo[:, order] = error_feedback_round(U, u, block=block, **kw)
             q[quad] = qo
-        return q, delta
+        return q, delta, bool(quad.any())
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         t0 = time.perf_counter()
@@ -196,7 +204,7 @@ class GPTQ(Solver):
         prior, fm, fv = problem.prior, problem.fixed_mask, problem.fixed_value.astype(np.float64)
         X = problem.apply_fixed((prior >= 0.5).astype(np.uint8))  # nearest: kept where time runs out
         if sp.shared and self.params.fixed == "in-order":
-            return self._in_order(problem, sp, prior, fm, fv, X)
+            return self._in_order(problem, sp, prior, fm, fv)
         if sp.shared:
             patterns, inverse = np.unique(fm, axis=0, return_inverse=True)
             groups = [(patterns[g], np.flatnonzero(inverse.reshape(-1) == g)) for g in range(len(patterns))]
@@ -220,25 +228,10 @@ class GPTQ(Solver):
         return problem.apply_fixed(X), {"status": status, "factorisations": done,
                                         "damping_rel_max": float(max(deltas, default=0.0))}
 
-    def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv, X):
+    def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv):
         """One factor of the shared ``A`` for all rows; fixed variables forced in the loop."""
-        a, lin = np.broadcast_to(sp.a, (problem.rows,)), sp.lin
-        quad = (a > 0) & bool(np.any(sp.P))
-        X = (lin < 0).astype(np.uint8)  # rows without a quadratic part: the sign rule
-        delta_rel = 0.0
-        if quad.any():
-            A = sp.P
-            n = A.shape[0]
-            order = np.argsort(-np.diag(A), kind="stable") if self.params.act_order else np.arange(n)
-            Ao = A[np.ix_(order, order)]
-            U, _, delta = inverse_factor(Ao, self.params.percdamp)
-            r = -lin[quad][:, order] / (2.0 * a[quad, None])  # A u = r at the continuous optimum
-            u0 = prior[quad][:, order]
-            u = u0 + ((r - u0 @ Ao) @ U.T) @ U
-            q = np.empty_like(u)
-            q[:, order] = error_feedback_round(U, u, forced=fm[quad][:, order], values=fv[quad][:, order],
-                                               block=LAZY_BLOCK)
-            X[quad] = q.astype(np.uint8)
-            delta_rel = delta / max(float(np.mean(np.diag(A))), 1e-300)
-        return problem.apply_fixed(X), {"status": "feasible", "factorisations": int(quad.any()),
-                                        "damping_rel_max": float(delta_rel)}
+        q, delta, factored = self._round_rows(sp.P, np.broadcast_to(sp.a, (problem.rows,)), sp.lin, prior,
+                                              forced=fm, values=fv, block=LAZY_BLOCK)
+        delta_rel = delta / max(float(np.mean(np.diag(sp.P))), 1e-300) if factored else 0.0
+        return problem.apply_fixed(q.astype(np.uint8)), {"status": "feasible", "factorisations": int(factored),
+                                                         "damping_rel_max": float(delta_rel)}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .common import StudyContext, accuracy, bundle, mean_std, pm, threads
+from .common import StudyContext, accuracy, bundle, mean_std, pm, quantize, threads
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ MINILM_ADAROUND = ((4, "tensor"), (4, "channel"))
 
 
 def _digits_cell(method: str, bits: int, gran: str, seed: int, samples: int) -> dict:
-    from qubo_round.pipeline import QuantConfig, quantize_model
+    from qubo_round.pipeline import QuantConfig
     from qubo_round.pipeline.nearest import nearest_model
 
     b = bundle("digits")
@@ -50,14 +50,13 @@ def _digits_cell(method: str, bits: int, gran: str, seed: int, samples: int) -> 
         q = nearest_model(b.model, b.calibration(1, seed), cfg)
         extra = {}
     else:
-        q, rep = quantize_model(b.model, b.calibration(samples, seed), cfg, progress=False)
-        extra = {"loss": float(sum(r.loss for r in rep.layers)),
-                 "nearest_loss": float(sum(r.nearest_loss for r in rep.layers))}
+        q, rep = quantize(b.calibration(samples, seed), cfg)
+        extra = {"loss": rep.loss, "nearest_loss": rep.nearest_loss}
     return {"accuracy": accuracy(q), "seconds": time.perf_counter() - t0, **extra}
 
 
 def _minilm_cell(method: str, bits: int, gran: str, seed: int, samples: int, iterations: int) -> dict:
-    from qubo_round.pipeline import QuantConfig, quantize_model
+    from qubo_round.pipeline import QuantConfig
     from qubo_round.pipeline.nearest import nearest_model
 
     b = bundle("minilm")  # loads the model and embeds the evaluation sentences once per process
@@ -69,9 +68,8 @@ def _minilm_cell(method: str, bits: int, gran: str, seed: int, samples: int, ite
         q = nearest_model(b.model, calib[0], cfg)
         extra = {}
     else:
-        q, rep = quantize_model(b.model, calib, cfg, progress=False)
-        extra = {"loss": float(sum(r.loss for r in rep.layers)),
-                 "nearest_loss": float(sum(r.nearest_loss for r in rep.layers))}
+        q, rep = quantize(calib, cfg, "minilm")
+        extra = {"loss": rep.loss, "nearest_loss": rep.nearest_loss}
     seconds = time.perf_counter() - t0
     return {**b.evaluate(q), "seconds": seconds, **extra}
 

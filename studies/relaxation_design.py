@@ -99,8 +99,8 @@ def run_variant(config_kw: dict, seed: int, calib: int) -> dict:
     cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, seed=seed, **config_kw)
     t0 = time.perf_counter()
     qmodel, report = quantize(bundle().calibration(calib, seed), cfg)
-    return {**task_metrics(qmodel), "loss": sum(r.loss for r in report.layers),
-            "nearest_loss": sum(r.nearest_loss for r in report.layers),
+    return {**task_metrics(qmodel), "loss": report.loss,
+            "nearest_loss": report.nearest_loss,
             "layers": {r.name: {"loss": r.loss, "form": r.form, "changed": r.changed_fraction}
                        for r in report.layers},
             "seconds": time.perf_counter() - t0}

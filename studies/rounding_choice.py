@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .common import StudyContext, accuracy, bundle, fmt, mean_std, one_thread, pm
+from .common import StudyContext, accuracy, bundle, fmt, mean_std, one_thread, pm, quantize
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ def _part2_cell(st: Settings, seed: int, method: str) -> dict:
 def _pipeline(st: Settings, seed: int, method: str):
     """Sequential asymmetric reconstruction through ``quantize_model``; the roundings ``V`` are
     read back from the integers (``q = L + V`` on the same grid)."""
-    from qubo_round.pipeline import LayerOverride, QuantConfig, quantize_model
+    from qubo_round.pipeline import LayerOverride, QuantConfig
 
     if method == "pipe-qubo":
         worst = {L: max(int(p.num_free.max()) for p in problems(L, "covariance", st.calibration, seed)) for L in LAYERS}
@@ -435,7 +435,7 @@ def _pipeline(st: Settings, seed: int, method: str):
         cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver="adaround", form="covariance",
                           solver_params={"iterations": st.adaround_iterations}, seed=seed)
     with one_thread():
-        qmodel, report = quantize_model(bundle().model, calibration(st.calibration, seed), cfg, progress=False)
+        qmodel, report = quantize(calibration(st.calibration, seed), cfg)
     R = {}
     for L in LAYERS:
         q = report.qstate[L].q.numpy().astype(np.int64)

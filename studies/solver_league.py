@@ -293,8 +293,7 @@ def _network_cell(spec: str, bits: int, seed: int, samples: int, calib_seed: int
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
     return {"accuracy": accuracy(q), "seconds": time.perf_counter() - t0, "error": None,
-            "loss": float(sum(r.loss for r in rep.layers)),
-            "nearest_loss": float(sum(r.nearest_loss for r in rep.layers))}
+            "loss": rep.loss, "nearest_loss": rep.nearest_loss}
 
 
 def network_part(ctx: StudyContext, specs: list[str], bits_seeds: dict[int, int], samples: int):

@@ -40,6 +40,16 @@ class QuantReport:
     #: layer name -> LayerQState (integers, scales, zero points) for export; not in rows/JSON.
     qstate: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def loss(self) -> float:
+        """Sum of the layers' losses (each layer's reconstruction loss, :class:`LayerReport`)."""
+        return float(sum(r.loss for r in self.layers))
+
+    @property
+    def nearest_loss(self) -> float:
+        """Sum of the layers' losses under nearest rounding."""
+        return float(sum(r.nearest_loss for r in self.layers))
+
     def rows(self) -> list[dict[str, Any]]:
         """Flat per-layer rows (``pandas.DataFrame(report.rows())``)."""
         return [dataclasses.asdict(r) for r in self.layers]
