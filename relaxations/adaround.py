@@ -117,8 +117,7 @@ class AdaRound(TorchSolver):
         # the free entries that can still move, compacted as they freeze (relaxations.active)
         aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma)
         grad = CovarianceGrad(obj, aset)
-        sched = AdaRoundSchedule(iterations=p.iterations, lr=p.lr, lam=p.lam, beta_start=p.beta_start,
-                                 beta_end=p.beta_end, warmup=p.warmup, decay=p.decay)
+        sched = AdaRoundSchedule.of(p)
         status, done, frozen = "feasible", 0, None
         for it in steps(p.iterations, p.progress, self.name):
             if time_limit is not None and time.perf_counter() - t0 > time_limit:

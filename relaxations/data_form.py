@@ -140,9 +140,7 @@ def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, bat
     t0 = time.perf_counter()
     relu = activation == "relu"
     dt = DTYPES[params.dtype]
-    sched = AdaRoundSchedule(iterations=params.iterations, lr=params.lr, lam=params.lam,
-                             beta_start=params.beta_start, beta_end=params.beta_end, warmup=params.warmup,
-                             decay=params.decay)
+    sched = AdaRoundSchedule.of(params)
     spaces = list(space) if isinstance(space, (list, tuple)) else [space]
     G = len(spaces)
     if X.dim() == 2:

@@ -1,29 +1,12 @@
-"""AdaRound's building blocks (method.md section 3): the rectified sigmoid, its inverse, the
-rounding regulariser and the annealed beta schedule."""
+"""AdaRound's constants and annealed beta schedule (method.md section 3). The rectified sigmoid,
+the regulariser's gradient and the Adam step live in :mod:`qubo_round.relaxations.active`, its
+inverse in :mod:`qubo_round.relaxations.adaround`."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
 
-import torch
-
 ZETA, GAMMA = 1.1, -0.1
-
-
-def rectified_sigmoid(V: torch.Tensor) -> torch.Tensor:
-    """``h(V) = clip(sigmoid(V) (zeta - gamma) + gamma, 0, 1)`` (eq. 23)."""
-    return torch.clamp(torch.sigmoid(V) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-
-
-def rectified_sigmoid_inverse(h: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``V`` with ``h(V) = h`` for h in [0, 1] (h clamped to [eps, 1 - eps] first)."""
-    p = (h.clamp(eps, 1 - eps) - GAMMA) / (ZETA - GAMMA)
-    return torch.log(p / (1 - p))
-
-
-def regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
-    """``f_reg = sum (1 - |2 h - 1|^beta)`` (eq. 24): 0 at h in {0, 1}, pushes h there."""
-    return (1 - (2 * h - 1).abs().pow(beta)).sum()
 
 
 @dataclass(frozen=True)
@@ -51,9 +34,10 @@ class AdaRoundSchedule:
             raise ValueError("lr must be > 0 and lam >= 0")
 
     @classmethod
-    def from_params(cls, params: dict) -> "AdaRoundSchedule":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+    def of(cls, params) -> "AdaRoundSchedule":
+        """The schedule of a solver's parameters (any object with these fields as attributes,
+        e.g. :class:`~qubo_round.relaxations.adaround.AdaRoundParams`)."""
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
 
     def beta(self, t: int) -> float | None:
         """beta at iteration t, or None during the warm-up (no regulariser)."""
