@@ -56,7 +56,8 @@ def _parse(kv: list[str]) -> dict:
     return out
 
 
-def run(bits_list, seeds, samples, calib_seed, iterations, form, params, solvers=("nearest", "gptq", "adaround")):
+def run(bits_list, seeds, samples, calib_seed, iterations, form, params, solvers=("nearest", "gptq", "adaround"),
+        polish=True):
     bundle = load_model("digits")
     calib = bundle.calibration(samples, calib_seed)
     x_test, y_test = bundle.evaluation()
@@ -70,7 +71,7 @@ def run(bits_list, seeds, samples, calib_seed, iterations, form, params, solvers
                 if solver == "adaround":
                     sp.setdefault("iterations", iterations)
                 cfg = QuantConfig(bits=bits, solver=solver, solver_params=sp, form=form if solver == "adaround" else "auto",
-                                  seed=seed)
+                                  seed=seed, polish=polish)
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 q, rep = quantize_model(bundle.model, calib, cfg, device="cpu", progress=False)
@@ -136,7 +137,10 @@ def to_markdown(records, summary, meta) -> str:
              f"split (seed {meta['calib_seed']}), 540 test images (one image = 0.185 points). AdaRound: "
              f"form `{meta['form']}`, params {meta['params'] or 'default'} (10k iterations unless given), "
              f"seeds {meta['seeds']} (the seed only changes the data form's mini-batches: a layer in the "
-             "covariance form is deterministic); GPTQ and nearest are deterministic.", "",
+             "covariance form is deterministic); GPTQ and nearest are deterministic. "
+             + ("GPTQ's and AdaRound's roundings are polished (the pipeline's default: single flips on each layer's "
+                "QUBO to a 1-flip local minimum; nearest never is)." if meta.get("polish", False) else
+                "No polish (`--no-polish`, or a run before the polish existed): each solver's own rounding."), "",
              f"Machine: {meta['machine']}, {meta['cpus']} CPU cores shared with another benchmark "
              f"(load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at end); torch "
              f"{meta['torch']}, torch on {meta['threads']} thread(s) (solvers: one each). Wall times are per run, whole pipeline, and "
@@ -190,6 +194,7 @@ def main(argv=None) -> None:
     ap.add_argument("--form", choices=["auto", "covariance", "data"], default="auto")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="adaround parameter")
     ap.add_argument("--solvers", nargs="+", default=["nearest", "gptq", "adaround"])
+    ap.add_argument("--no-polish", action="store_true", help="the solvers' own roundings (QuantConfig(polish=False))")
     ap.add_argument("--tag", default="", help="suffix of the output files")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the whole run (stats capture "
                     "included; the solvers use one thread each by default)")
@@ -204,11 +209,11 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     import sys
     meta = dict(argv=" ".join(sys.argv[1:] if argv is None else argv).strip(), samples=args.samples, calib_seed=args.calib_seed,
-                form=args.form, params=_parse(args.param), seeds=args.seeds, machine=platform.machine(), threads=args.threads,
+                form=args.form, params=_parse(args.param), seeds=args.seeds, polish=not args.no_polish, machine=platform.machine(), threads=args.threads,
                 cpus=os.cpu_count(), torch=torch.__version__, load_start=os.getloadavg()[0])
     t0 = time.perf_counter()
     records = run(args.bits, args.seeds, args.samples, args.calib_seed, args.iterations, args.form,
-                  _parse(args.param), tuple(args.solvers))
+                  _parse(args.param), tuple(args.solvers), polish=not args.no_polish)
     meta.update(load_end=os.getloadavg()[0], seconds=time.perf_counter() - t0)
     summary = summarise(records)
     stem = "digits_accuracy" + (f"_{args.tag}" if args.tag else "")

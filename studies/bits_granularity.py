@@ -44,7 +44,7 @@ def _digits_cell(method: str, bits: int, gran: str, seed: int, samples: int) -> 
     from qubo_round.pipeline.nearest import nearest_model
 
     b = bundle("digits")
-    cfg = QuantConfig(bits=bits, granularity=gran, solver=method, seed=seed)
+    cfg = QuantConfig(bits=bits, granularity=gran, solver=method, seed=seed, polish=False)
     t0 = time.perf_counter()
     if method == "nearest":
         q = nearest_model(b.model, b.calibration(1, seed), cfg)
@@ -62,7 +62,8 @@ def _minilm_cell(method: str, bits: int, gran: str, seed: int, samples: int, ite
     b = bundle("minilm")  # loads the model and embeds the evaluation sentences once per process
     calib = b.calibration(samples, seed)
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
-    cfg = QuantConfig(bits=bits, granularity=gran, solver=method, solver_params=params, seed=seed)
+    cfg = QuantConfig(bits=bits, granularity=gran, solver=method, solver_params=params, seed=seed,
+                      polish=False)
     t0 = time.perf_counter()
     if method == "nearest":
         q = nearest_model(b.model, calib[0], cfg)

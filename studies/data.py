@@ -115,7 +115,8 @@ def _run_one(method: str, domain: str, n: int, seed: int, iterations: int) -> di
     from qubo_round.pipeline import QuantConfig
 
     params = {"iterations": iterations} if method == "adaround" else {}
-    cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver=METHODS[method], solver_params=params, seed=seed)
+    cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver=METHODS[method], solver_params=params, seed=seed,
+                      polish=False)  # the solvers' own roundings (this study predates the polish)
     t0 = time.perf_counter()
     qmodel, report = quantize(calibration_set(domain, n, seed), cfg)
     return {**task_metrics(qmodel), "loss": report.loss, "seconds": time.perf_counter() - t0}

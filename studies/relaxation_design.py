@@ -96,7 +96,7 @@ def run_variant(config_kw: dict, seed: int, calib: int) -> dict:
     """One pipeline run of the digits CNN; returns the cell's JSON-able result."""
     from qubo_round.pipeline import QuantConfig
 
-    cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, seed=seed, **config_kw)
+    cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, seed=seed, polish=False, **config_kw)
     t0 = time.perf_counter()
     qmodel, report = quantize(bundle().calibration(calib, seed), cfg)
     return {**task_metrics(qmodel), "loss": report.loss,

@@ -430,10 +430,11 @@ def _pipeline(st: Settings, seed: int, method: str):
         worst = {L: max(int(p.num_free.max()) for p in problems(L, "covariance", st.calibration, seed)) for L in LAYERS}
         overrides = {L: LayerOverride(solver="exact") for L in LAYERS if worst[L] <= EXACT_MAX_FREE}
         cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver=st.heuristic, form="covariance",
-                          seed=seed, overrides=overrides)
+                          seed=seed, overrides=overrides, polish=False)
     else:
         cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver="adaround", form="covariance",
-                          solver_params={"iterations": st.adaround_iterations}, seed=seed)
+                          solver_params={"iterations": st.adaround_iterations}, seed=seed,
+                          polish=False)
     with one_thread():
         qmodel, report = quantize(calibration(st.calibration, seed), cfg)
     R = {}

@@ -289,7 +289,8 @@ def _network_cell(spec: str, bits: int, seed: int, samples: int, calib_seed: int
     calib = b.calibration(samples, calib_seed)
     t0 = time.perf_counter()
     try:
-        q, rep = quantize_model(b.model, calib, QuantConfig(bits=bits, solver=spec, seed=seed), progress=False)
+        q, rep = quantize_model(b.model, calib, QuantConfig(bits=bits, solver=spec, seed=seed, polish=False),
+                               progress=False)
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
     return {"accuracy": accuracy(q), "seconds": time.perf_counter() - t0, "error": None,
@@ -454,7 +455,7 @@ def run(ctx: StudyContext) -> None:
   is an upper bound on the true gap), or the best energy found by any solver and seed ("gap to best", a
   lower bound on the true gap). Times: solver wall time summed over all layer instances (mean over
   seeds); single thread, 2 shared cores.
-- Whole network: `quantize_model(QuantConfig(bits, solver=SPEC, seed))` (asymmetric reconstruction,
+- Whole network: `quantize_model(QuantConfig(bits, solver=SPEC, seed, polish=False))` (asymmetric reconstruction,
   covariance form), {samples_net} calibration images (seed {ctx.seed}), test accuracy on 540 images
   (one image = 0.185 points); random solvers over {', '.join(f'{n} seeds at {b} bits' for b, n in bits_seeds.items())};
   deterministic ones once. Float accuracy {100 * float_acc:.2f}%.

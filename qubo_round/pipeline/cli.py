@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     q.add_argument("--reconstruction", choices=["asymmetric", "layerwise"], default="asymmetric",
                    help="asymmetric: inputs from the partly quantized network, targets from the float one "
                         "(eq. 25); layerwise: both from the float network (eq. 20)")
+    q.add_argument("--no-polish", action="store_true",
+                   help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
+                        "after the solver, which never raises the loss)")
     q.add_argument("--skip", action="append", default=[], metavar="LAYER", help="keep this layer in float")
     q.add_argument("--calib-samples", type=int, default=None, help="default: 1024 (digits), 256 (minilm)")
     q.add_argument("--seed", type=int, default=0)
@@ -84,7 +87,7 @@ def run(args) -> int:
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
                          scale_method=args.scale_method, solver=args.solver,
                          solver_params=_parse_params(args.param), form=args.form, activation=args.activation,
-                         reconstruction=args.reconstruction,
+                         reconstruction=args.reconstruction, polish=not args.no_polish,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None

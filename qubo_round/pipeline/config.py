@@ -22,6 +22,7 @@ class LayerOverride:
     solver_params: dict[str, Any] | None = None
     skip: bool = False
     form: str | None = None
+    polish: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class QuantConfig:
             network's inputs, so ``H_hat = C = H``; the paper's Table 4 baseline). In
             :meth:`to_dict` (and so the fingerprint) only when not the default, so run
             directories written before this field existed still resume.
+        polish: after the solver, descend by single flips on the layer's exact QUBO to a 1-flip
+            local minimum (:func:`~qubo_round.pipeline.run.polish_roundings`): never raises the
+            loss, costs milliseconds. Not applied to ``nearest`` (the reference rounding) nor to
+            layers with the activation-aware loss (their objective is not the QUBO). ``False``
+            gives the solver's own rounding (solver comparisons, the paper's method alone).
     """
 
     bits: int = 4
@@ -65,6 +71,7 @@ class QuantConfig:
     fold_bn: bool = True
     ram_budget_mb: float = 2048.0
     reconstruction: str = "asymmetric"
+    polish: bool = True
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
@@ -74,6 +81,8 @@ class QuantConfig:
             raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
         if self.activation not in ("none", "relu"):
             raise ValueError(f"activation must be 'none' or 'relu', got {self.activation!r}")
+        if not isinstance(self.polish, bool):
+            raise TypeError(f"polish must be True or False, got {self.polish!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():
@@ -81,6 +90,8 @@ class QuantConfig:
                 raise TypeError(f"override for {name!r} must be a LayerOverride, got {type(o).__name__}")
             if o.form is not None and o.form not in FORMS:
                 raise ValueError(f"override form for {name!r} must be one of {FORMS}")
+            if o.polish is not None and not isinstance(o.polish, bool):
+                raise TypeError(f"override polish for {name!r} must be True, False or None, got {o.polish!r}")
 
     def grid(self, bits: int | None = None) -> Grid:
         return Grid(bits=bits or self.bits, granularity=self.granularity, scheme=self.scheme,
@@ -90,7 +101,8 @@ class QuantConfig:
         o = self.overrides.get(name, LayerOverride())
         return LayerOverride(bits=o.bits or self.bits, solver=o.solver or self.solver,
                              solver_params=o.solver_params if o.solver_params is not None else self.solver_params,
-                             skip=o.skip, form=o.form or self.form)
+                             skip=o.skip, form=o.form or self.form,
+                             polish=self.polish if o.polish is None else o.polish)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -28,6 +28,10 @@ class LayerReport:
     seconds: float
     status: str
     resumed: bool = False
+    #: loss of the solver's own rounding before the polish (None: not polished)
+    solver_loss: float | None = None
+    #: single flips the polish made (0: the solver's rounding was already a 1-flip minimum)
+    polish_flips: int = 0
 
 
 @dataclass
@@ -60,11 +64,18 @@ class QuantReport:
 
     def to_markdown(self) -> str:
         lines = ["| layer | rows x cols | groups | bits | solver | form | nearest loss | loss | "
-                 "changed vs nearest | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+                 "polish | changed vs nearest | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.layers:
             lines.append(f"| {r.name} | {r.rows}x{r.cols} | {r.groups} | {r.bits} | {r.solver} | {r.form}"
                          f"{'+relu' if r.activation == 'relu' else ''} | {r.nearest_loss:.4g} | {r.loss:.4g} | "
-                         f"{100 * r.changed_fraction:.1f}% | {r.seconds:.2f}{' (resumed)' if r.resumed else ''} |")
+                         f"{_polish_cell(r)} | {100 * r.changed_fraction:.1f}% | {r.seconds:.2f}{' (resumed)' if r.resumed else ''} |")
         for name, why in self.skipped.items():
-            lines.append(f"| {name} | skipped: {why} | | | | | | | | |")
+            lines.append(f"| {name} | skipped: {why} | | | | | | | | | |")
         return "\n".join(lines)
+
+
+def _polish_cell(r: LayerReport) -> str:
+    """``-`` (not polished), or the flips and the solver's own loss they improved on."""
+    if r.solver_loss is None:
+        return "-"
+    return f"{r.polish_flips} flips (from {r.solver_loss:.4g})" if r.polish_flips else "0 flips"
