@@ -81,6 +81,11 @@ class QUBOFamily(abc.ABC):
         """(..., rows, n) column ``Q_k[:, idx_k]`` of every row for idx (..., rows) int; the
         primitive of incremental single-flip solvers (greedy, annealing)."""
 
+    @abc.abstractmethod
+    def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(m, n) column ``Q_{r_j}[:, idx_j]`` for row indices r (m,) and variable indices idx (m,):
+        :meth:`columns` for a chosen subset of rows only (same values)."""
+
     def flip_deltas(self, X: np.ndarray, QX: np.ndarray | None = None) -> np.ndarray:
         """(..., rows, n) energy change of flipping each single variable of X (..., rows, n):
         ``delta_i (2 (Q x)_i + delta_i Q_ii)``, ``delta_i = 1 - 2 x_i``; +inf on fixed variables."""
@@ -254,6 +259,13 @@ class LayerQUBO(QUBOFamily):
         onehot = np.arange(self.n) == idx[..., None]
         return col + onehot * self.linear[rows, idx][..., None]
 
+    def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        r, idx = np.asarray(r), np.asarray(idx)
+        col = self.A[:, idx].T if self.shared else self.A[r, :, idx]  # (m, n)
+        col = self.scale[r, None] ** 2 * col
+        onehot = np.arange(self.n) == idx[:, None]
+        return col + onehot * self.linear[r, idx][:, None]
+
     def _quadratic(self, X: np.ndarray) -> np.ndarray:
         if self.shared:
             quad = np.einsum("...rc,...rc->...r", X @ self.A, X)
@@ -356,6 +368,9 @@ class DenseQUBO(QUBOFamily):
 
     def columns(self, idx: np.ndarray) -> np.ndarray:
         return self.Q[:, np.asarray(idx)].T if np.ndim(idx) == 1 else np.moveaxis(self.Q[:, idx], 0, -1)
+
+    def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.Q[:, np.asarray(idx)].T  # one row: r is all zeros
 
     @classmethod
     def from_linear_quadratic(cls, n: int, linear: dict[int, float], quadratic: dict[tuple[int, int], float],

@@ -10,6 +10,7 @@ from qubo_round.builders import asymmetric_problem
 from qubo_round.grid import Grid
 from qubo_round.pipeline import LayerOverride, QuantConfig, quantize_model
 from qubo_round.pipeline.run import polish_roundings
+from qubo_round.problem import DenseQUBO, stack_rows
 from qubo_round.zoo import load_model
 
 
@@ -94,3 +95,17 @@ def test_cli_no_polish(capsys):
                  "iterations=100", "--calib-samples", "64", "--no-progress", "--json", "--no-polish"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert all(row["solver_loss"] is None for row in out["layers"])
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 5), cols=st.integers(1, 9))
+def test_row_columns_equal_the_rows_of_columns(seed, rows, cols):
+    """The polish's per-row primitive gives the values of ``columns`` on every kind of family:
+    shared H, per-row H (stacked groups), a dense QUBO."""
+    rng = np.random.default_rng(seed)
+    a, b = _problem(rng, rows, cols, 3), _problem(rng, rows, cols, 3)
+    Q = rng.normal(size=(cols, cols))
+    for p in (a, stack_rows([a, b]), DenseQUBO(Q=Q + Q.T)):
+        idx = rng.integers(0, p.n, size=p.rows)
+        r = rng.permutation(p.rows)[: max(1, p.rows // 2)]
+        np.testing.assert_array_equal(p.row_columns(r, idx[r]), p.columns(idx)[r])
