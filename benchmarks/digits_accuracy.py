@@ -141,8 +141,8 @@ def to_markdown(records, summary, meta) -> str:
              + ("GPTQ's and AdaRound's roundings are polished (the pipeline's default: single flips on each layer's "
                 "QUBO to a 1-flip local minimum; nearest never is)." if meta.get("polish", False) else
                 "No polish (`--no-polish`, or a run before the polish existed): each solver's own rounding."), "",
-             f"Machine: {meta['machine']}, {meta['cpus']} CPU cores shared with another benchmark "
-             f"(load average {meta['load_start']:.1f} at start, {meta['load_end']:.1f} at end); torch "
+             f"Machine: {meta['machine']}, {meta['cpus']} CPU cores (load average {meta['load_start']:.1f} at start, "
+             f"{meta['load_end']:.1f} at end; above 1, other jobs shared the cores); torch "
              f"{meta['torch']}, torch on {meta['threads']} thread(s) (solvers: one each). Wall times are per run, whole pipeline, and "
              "inflated by the load.", "",
              "| bits | float | nearest | gptq | adaround mean ± std (runs) | float − adaround | adaround − gptq (noise) | goals |",
