@@ -1,0 +1,43 @@
+"""Smoke runs of benchmark scripts (tiny settings): they stay runnable, and their verdicts are
+computed from what they measured."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this checks the message given without CUDA")
+def test_gpu_benchmark_skips_cleanly_without_cuda():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_resnet.py")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "skipped: no CUDA device" in r.stdout
+
+
+def test_forms_speed_tiny_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import forms_speed
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "fs.md"
+    threads, lib = torch.get_num_threads(), logging.getLogger("qubo_round")
+    level = lib.level
+    try:  # the script sets both for its process
+        forms_speed.main(["--repeats", "1", "--iterations", "40", "--large-iterations", "0", "--samples", "64",
+                          "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+        lib.setLevel(level)
+    d = json.loads(out.with_suffix(".json").read_text())
+    auto, data = (next(r for r in d["runs"] if r["form"] == f) for f in ("auto", "data"))
+    assert d["summary"]["wall_ratio"] == pytest.approx(data["wall_seconds"] / auto["wall_seconds"])
+    assert {L["form"] for L in data["layers"]} == {"data"} and "covariance" in {L["form"] for L in auto["layers"]}
+    text = out.read_text()
+    assert "## Whole model" in text and ("**met**" in text) == (d["summary"]["wall_ratio"] >= 5
+                                                                and d["summary"]["loss_ratio"] <= 1)
