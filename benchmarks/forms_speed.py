@@ -48,8 +48,9 @@ RESULTS = Path(__file__).parent / "results"
 @contextmanager
 def instrumented(events: list):
     """Record (layer label, form, solver seconds, iterations done) of every covariance solve and
-    every data-form group optimisation while the block runs."""
-    orig_solver_for, orig_opt = run_mod._solver_for, data_form._optimise
+    every data-form group optimisation, and (form ``polish``) the seconds of each layer's polish,
+    while the block runs."""
+    orig_solver_for, orig_opt, orig_polish = run_mod._solver_for, data_form._optimise, run_mod.polish_roundings
 
     def solver_for(*a, **kw):
         solver = orig_solver_for(*a, **kw)
@@ -72,11 +73,18 @@ def instrumented(events: list):
                            iterations=info["iterations_done"]))
         return V, info
 
-    run_mod._solver_for, data_form._optimise = solver_for, optimise
+    def polish(problems, Vs):
+        t0 = time.perf_counter()
+        out = orig_polish(problems, Vs)
+        events.append(dict(layer=problems[0].meta.get("layer"), form="polish", seconds=time.perf_counter() - t0,
+                           iterations=None))
+        return out
+
+    run_mod._solver_for, data_form._optimise, run_mod.polish_roundings = solver_for, optimise, polish
     try:
         yield
     finally:
-        run_mod._solver_for, data_form._optimise = orig_solver_for, orig_opt
+        run_mod._solver_for, data_form._optimise, run_mod.polish_roundings = orig_solver_for, orig_opt, orig_polish
 
 
 def layer_positions(model, x1) -> dict[str, int]:
@@ -127,16 +135,19 @@ def one_run(model, calib, label, bits, iterations, seed, batch_size, evaluate=No
     wall = time.perf_counter() - t0
     layers = []
     for r in rep.layers:
-        ev = [e for e in events if e["layer"] == r.name]
+        ev = [e for e in events if e["layer"] == r.name and e["form"] != "polish"]
         solve = sum(e["seconds"] for e in ev)
+        polish = sum(e["seconds"] for e in events if e["layer"] == r.name and e["form"] == "polish")
         its = max([e["iterations"] or 0 for e in ev] or [0])  # iterations of the layer's schedule
         bc = batch_size * pos[r.name]
         layers.append(dict(name=r.name, shape=f"{r.rows}x{r.cols}" + (f" ({r.groups} groups)" if r.groups > 1 else ""),
-                           form=r.form, layer_seconds=r.seconds, solve_seconds=solve, iterations=its, solves=len(ev),
+                           form=r.form, layer_seconds=r.seconds, solve_seconds=solve, polish_seconds=polish,
+                           iterations=its, solves=len(ev),
                            ms_per_iteration=1e3 * solve / its if its else None, nearest_loss=r.nearest_loss, loss=r.loss,
                            batch_columns=bc, cov_mflop=2 * r.rows * r.cols**2 / 1e6,
                            data_mflop=4 * r.rows * r.cols * bc / 1e6))
     return dict(form=label, wall_seconds=wall, solve_seconds=sum(x["solve_seconds"] for x in layers),
+                polish_seconds=sum(x["polish_seconds"] for x in layers),
                 total_loss=sum(x["loss"] for x in layers), total_nearest_loss=sum(x["nearest_loss"] for x in layers),
                 accuracy=evaluate(q)["accuracy"] if evaluate else None, layers=layers, load_before=load0,
                 load_after=os.getloadavg()[0])
@@ -169,11 +180,11 @@ def flop_ratio(run_auto, run_data) -> tuple[float, float]:
 
 def to_markdown(meta, runs, summary, large=None) -> str:
     forms = meta["forms"]
-    first = {f: next(r for r in runs if r["form"] == f) for f in forms}
+    f0 = {f: first(runs, f) for f in forms}
     med = lambda f, k: statistics.median(r[k] for r in runs if r["form"] == f)  # noqa: E731
-    fr, fr_best = flop_ratio(first["auto"], first["data"])
+    fr, fr_best = flop_ratio(f0["auto"], f0["data"])
     weights = lambda L: L["data_mflop"] / (4 * L["batch_columns"])  # noqa: E731  (rows cols / 1e6)
-    lay = first["auto"]["layers"]
+    lay = f0["auto"]["layers"]
     costly = [L for L in lay if L["cov_mflop"] > L["data_mflop"]]
     lose = ", ".join(f"{L['name']} ({L['shape']}, {L['batch_columns']} columns per batch)" for L in costly) or "no layer"
     share = sum(weights(L) for L in costly) / sum(weights(L) for L in lay)
@@ -188,10 +199,13 @@ def to_markdown(meta, runs, summary, large=None) -> str:
              "step code (`relaxations/active.py`: compaction of frozen entries, subnormals flushed), and both run "
              "the 4 groups of conv3 as one batched problem (stacked per-row H; batched mini-batch products).", "",
              "## Whole model", "",
-             "| form | wall s | solver s | total loss | total nearest loss | accuracy |", "|---|---|---|---|---|---|"]
+             "polish ms: time in the polish, all layers (`-`: not polished).", "",
+             "| form | wall s | solver s | polish ms | total loss | total nearest loss | accuracy |",
+             "|---|---|---|---|---|---|---|"]
     for f in forms:
-        lines.append(f"| {f} | {med(f, 'wall_seconds'):.1f} | {med(f, 'solve_seconds'):.1f} | {first[f]['total_loss']:.4g} | "
-                     f"{first[f]['total_nearest_loss']:.4g} | {100 * first[f]['accuracy']:.2f}% |")
+        pol = f"{1e3 * med(f, 'polish_seconds'):.0f}" if VARIANTS[f][1] else "-"
+        lines.append(f"| {f} | {med(f, 'wall_seconds'):.1f} | {med(f, 'solve_seconds'):.1f} | {pol} | "
+                     f"{f0[f]['total_loss']:.4g} | {f0[f]['total_nearest_loss']:.4g} | {100 * f0[f]['accuracy']:.2f}% |")
     lines += ["", f"Ratio data / auto: wall time **{summary['wall_ratio']:.2f}x** (per round: "
               f"{', '.join(f'{x:.2f}' for x in summary['wall_ratios'])}), solver time **{summary['solve_ratio']:.2f}x**; "
               f"total loss auto / data {summary['loss_ratio']:.3f}.", ""]
@@ -237,10 +251,10 @@ def to_markdown(meta, runs, summary, large=None) -> str:
               "| layer | shape | batch columns | Mflop cov / data | "
               + " | ".join(f"{f}: form, loss, layer s, solver s, ms/iter" for f in forms) + " |",
               "|---|---|---|---|" + "---|" * len(forms)]
-    for i, L in enumerate(first[forms[0]]["layers"]):
+    for i, L in enumerate(f0[forms[0]]["layers"]):
         cells = []
         for f in forms:
-            x = first[f]["layers"][i]
+            x = f0[f]["layers"][i]
             ls = statistics.median(r["layers"][i]["layer_seconds"] for r in runs if r["form"] == f)
             ss = statistics.median(r["layers"][i]["solve_seconds"] for r in runs if r["form"] == f)
             ms = [r["layers"][i]["ms_per_iteration"] for r in runs if r["form"] == f]

@@ -45,6 +45,14 @@ def _check_fixed(mask, value, shape: tuple[int, int]) -> tuple[np.ndarray, np.nd
     return mask.astype(bool).reshape(shape), value.astype(np.uint8).reshape(shape)
 
 
+def flip_energy_deltas(X: np.ndarray, QX: np.ndarray, diag: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Energy change of flipping each single variable of ``X`` (..., n) 0/1 float64, from its
+    local fields ``QX = Q x`` and ``diag = diag(Q)`` (broadcast to ``X``):
+    ``delta_i (2 (Q x)_i + delta_i Q_ii)``, ``delta_i = 1 - 2 x_i``; +inf where ``fixed``."""
+    d = 1.0 - 2.0 * X
+    return np.where(fixed, np.inf, d * (2.0 * QX + d * diag))
+
+
 class QUBOFamily(abc.ABC):
     """Base class of all problems. Subclasses define the matrices; energies are computed here."""
 
@@ -77,23 +85,23 @@ class QUBOFamily(abc.ABC):
         """(..., rows, n) ``Q_k x_k`` for X (..., rows, n) float64 (the local fields / 2)."""
 
     @abc.abstractmethod
-    def columns(self, idx: np.ndarray) -> np.ndarray:
-        """(..., rows, n) column ``Q_k[:, idx_k]`` of every row for idx (..., rows) int; the
-        primitive of incremental single-flip solvers (greedy, annealing)."""
-
-    @abc.abstractmethod
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """(m, n) column ``Q_{r_j}[:, idx_j]`` for row indices r (m,) and variable indices idx (m,):
-        :meth:`columns` for a chosen subset of rows only (same values)."""
+        the primitive of incremental single-flip solvers (greedy), which update the local fields
+        of the rows that flipped."""
+
+    def columns(self, idx: np.ndarray) -> np.ndarray:
+        """(..., rows, n) column ``Q_k[:, idx_k]`` of every row for idx (..., rows) int."""
+        idx = np.asarray(idx)
+        r = np.broadcast_to(np.arange(self.rows), idx.shape)
+        return self.row_columns(r.ravel(), idx.ravel()).reshape(*idx.shape, self.n)
 
     def flip_deltas(self, X: np.ndarray, QX: np.ndarray | None = None) -> np.ndarray:
-        """(..., rows, n) energy change of flipping each single variable of X (..., rows, n):
-        ``delta_i (2 (Q x)_i + delta_i Q_ii)``, ``delta_i = 1 - 2 x_i``; +inf on fixed variables."""
+        """(..., rows, n) energy change of flipping each single variable of X (..., rows, n)
+        (:func:`flip_energy_deltas`); +inf on fixed variables."""
         Xf = np.asarray(X, dtype=np.float64)
         QX = self.matvec(Xf) if QX is None else QX
-        d = 1.0 - 2.0 * Xf
-        out = d * (2.0 * QX + d * self.diagonal)
-        return np.where(self.fixed_mask, np.inf, out)
+        return flip_energy_deltas(Xf, QX, self.diagonal, self.fixed_mask)
 
     @property
     def rows(self) -> int:
@@ -247,18 +255,6 @@ class LayerQUBO(QUBOFamily):
             AX = np.einsum("rcd,...rd->...rc", self.A, X)
         return self.scale[:, None] ** 2 * AX + self.linear * X
 
-    def columns(self, idx: np.ndarray) -> np.ndarray:
-        idx = np.asarray(idx)
-        rows = np.arange(self.rows)
-        if self.shared:
-            col = self.A[:, idx]  # (n, ..., rows)
-            col = np.moveaxis(col, 0, -1)  # (..., rows, n)
-        else:
-            col = self.A[rows, :, idx]  # (..., rows, n)
-        col = self.scale[:, None] ** 2 * col
-        onehot = np.arange(self.n) == idx[..., None]
-        return col + onehot * self.linear[rows, idx][..., None]
-
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         r, idx = np.asarray(r), np.asarray(idx)
         col = self.A[:, idx].T if self.shared else self.A[r, :, idx]  # (m, n)
@@ -365,9 +361,6 @@ class DenseQUBO(QUBOFamily):
 
     def matvec(self, X: np.ndarray) -> np.ndarray:
         return X @ self.Q
-
-    def columns(self, idx: np.ndarray) -> np.ndarray:
-        return self.Q[:, np.asarray(idx)].T if np.ndim(idx) == 1 else np.moveaxis(self.Q[:, idx], 0, -1)
 
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return self.Q[:, np.asarray(idx)].T  # one row: r is all zeros

@@ -164,7 +164,9 @@ def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, bat
     c = None if (bias is None or not relu) else bias.to(dt).view(G, 1, rg)
     s = stack(lambda sp: sp.s[:, None])  # (G, rows_g, 1)
     sbase = s * stack(lambda sp: sp.L - sp.z[:, None])  # s (L - z)
-    inv = ((2.0 / (min(batch_size, samples) * positions)) / units.to(dt)).view(G, 1, rg)
+    bs = min(batch_size, samples)
+    m = bs * positions
+    inv = ((2.0 / m) / units.to(dt)).view(G, 1, rg)  # d/d out of sum_k mean_cols (err^2) / u_k, without the err
     if G == 1:
         T, Xs, s, sbase, inv = T[0], Xs[0], s[0], sbase[0], inv[0]
         c = None if c is None else c[0]
@@ -173,8 +175,6 @@ def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, bat
     frac = torch.as_tensor(np.concatenate([sp.frac for sp in spaces]), **t)
     theta = inverse_rectified_sigmoid(frac.clamp(0.0, 1.0))
     aset = ActiveSet(theta, free, fixed_h, params.lr)  # compacted as entries freeze (relaxations.active)
-    bs = min(batch_size, samples)
-    m = bs * positions
     lead = (G,) if G > 1 else ()
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
     done, frozen = 0, None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qubo_round.problem import QUBOFamily
+from qubo_round.problem import QUBOFamily, flip_energy_deltas
 
 from .base import Solver
 from .registry import get_solver, register
@@ -37,13 +37,13 @@ def steepest_descent(problem: QUBOFamily, X: np.ndarray, *, tol: float = 1e-12,
     for _ in range(steps):
         m = np.arange(len(s_a))
         Xa, QXa = X[s_a, r_a], QX[s_a, r_a]  # (m, n)
-        d = 1.0 - 2.0 * Xa
-        D = np.where(fixed[r_a], np.inf, d * (2.0 * QXa + d * diag[r_a]))
+        D = flip_energy_deltas(Xa, QXa, diag[r_a], fixed[r_a])
         i = np.argmin(D, axis=-1)
         move = D[m, i] < -tol * (1.0 + np.abs(QXa[m, i]))
         if not move.any():
             return X.astype(np.uint8), True
-        s_a, r_a, i, dm = s_a[move], r_a[move], i[move], d[m, i][move]
+        s_a, r_a, i = s_a[move], r_a[move], i[move]
+        dm = 1.0 - 2.0 * X[s_a, r_a, i]
         X[s_a, r_a, i] += dm
         QX[s_a, r_a] += dm[:, None] * problem.row_columns(r_a, i)
         if deadline is not None and time.perf_counter() > deadline:

@@ -100,12 +100,15 @@ def test_cli_no_polish(capsys):
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 5), cols=st.integers(1, 9))
 def test_row_columns_equal_the_rows_of_columns(seed, rows, cols):
-    """The polish's per-row primitive gives the values of ``columns`` on every kind of family:
-    shared H, per-row H (stacked groups), a dense QUBO."""
+    """The polish's per-row primitive gives columns of each row's explicit ``Q_k`` (``matrix``), on
+    every kind of family: shared H, per-row H (stacked groups), a dense QUBO; ``columns`` (all
+    rows) agrees."""
     rng = np.random.default_rng(seed)
     a, b = _problem(rng, rows, cols, 3), _problem(rng, rows, cols, 3)
     Q = rng.normal(size=(cols, cols))
     for p in (a, stack_rows([a, b]), DenseQUBO(Q=Q + Q.T)):
         idx = rng.integers(0, p.n, size=p.rows)
         r = rng.permutation(p.rows)[: max(1, p.rows // 2)]
-        np.testing.assert_array_equal(p.row_columns(r, idx[r]), p.columns(idx)[r])
+        expect = np.stack([p.matrix(k)[:, i] for k, i in zip(r, idx[r])])
+        np.testing.assert_allclose(p.row_columns(r, idx[r]), expect, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(p.columns(idx)[r], p.row_columns(r, idx[r]))

@@ -231,12 +231,12 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
         Vs, statuses = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems, lcfg,
                                        config, activation, seed, device, progress)
     near = [p.space.nearest() for p in problems]
-    nearest_loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, near)))
+    nearest_loss = _loss(problems, near)
     solver_loss, flips = None, 0
     if lcfg.polish and lcfg.solver.split("/")[0] != "nearest" and activation == "none":
-        solver_loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, Vs)))
+        solver_loss = _loss(problems, Vs)
         Vs, flips = polish_roundings(problems, Vs)
-    loss = float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, Vs)))
+    loss = _loss(problems, Vs)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
     qs = LayerQState.from_spaces([p.space for p in problems], Vs, ad.module.weight.shape)
@@ -252,6 +252,11 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     return qs, row
 
 
+def _loss(problems, Vs: list[np.ndarray]) -> float:
+    """The layer's loss: the QUBO energies of the groups' roundings ``Vs``, summed."""
+    return float(sum(p.energy(p.from_rounding(v)) for p, v in zip(problems, Vs)))
+
+
 def polish_roundings(problems, Vs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Steepest single-flip descent of each group's rounding ``V`` (rows, cols) on its exact QUBO
     (:func:`~qubo_round.solvers.greedy.steepest_descent`), to a 1-flip local minimum: the energy
@@ -260,8 +265,8 @@ def polish_roundings(problems, Vs: list[np.ndarray]) -> tuple[list[np.ndarray], 
     A relaxation ends with a threshold (``h >= 0.5``) whose rounding is rarely a local minimum of
     the QUBO it relaxes: where entries are still soft at the end, or where the regulariser pushed
     an entry the wrong way, one flip lowers the loss. On the digits model at 3 bits this took
-    AdaRound's total loss (10k iterations) from 2.48 to 1.98, in about 10 ms for all five layers
-    (``benchmarks/forms_speed.py``)."""
+    AdaRound's total loss (10k iterations) from 2.48 to 1.98, in 11-16 ms for all five layers
+    (``benchmarks/forms_speed.py``, column "polish ms")."""
     from qubo_round.solvers.greedy import steepest_descent
 
     out, flips = [], 0
