@@ -8,8 +8,8 @@ layer's QUBO, after the solver) on both; last ``fast+polish``, the preset ``adar
 iterations) with the polish, for the time to an equal or lower loss (these three only at the
 default 10k iterations; ``VARIANTS`` lists every run). Per layer: the form used,
 the mini-batch columns and the matrix-product flops of either form, wall time of the layer
-(statistics capture included), time inside the solver (the relaxation's loop, measured by wrapping
-the covariance solver and the data form's optimiser), milliseconds per iteration, and the final
+(statistics capture included), time inside the solver (the covariance solver's ``solve``, the data
+form's optimisation loop: the report's ``solve_seconds``), milliseconds per iteration, and the final
 ``loss`` of the report (the asymmetric reconstruction loss of the hard rounding on all calibration
 data). For the whole model: wall time, solver time, total loss, test accuracy, the ratios
 ``data / auto`` and the flop ratio. Last, the same comparison on two random 3x3 convolutions with
@@ -30,61 +30,16 @@ import os
 import platform
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-import qubo_round.pipeline.run as run_mod
-import qubo_round.relaxations.data_form as data_form
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.relaxations.adaround import AdaRoundParams
 from qubo_round.zoo import load_model
 
 log = logging.getLogger("forms_speed")
 RESULTS = Path(__file__).parent / "results"
-
-
-@contextmanager
-def instrumented(events: list):
-    """Record (layer label, form, solver seconds, iterations done) of every covariance solve and
-    every data-form group optimisation, and (form ``polish``) the seconds of each layer's polish,
-    while the block runs."""
-    orig_solver_for, orig_opt, orig_polish = run_mod._solver_for, data_form._optimise, run_mod.polish_roundings
-
-    def solver_for(*a, **kw):
-        solver = orig_solver_for(*a, **kw)
-        solve = solver.solve
-
-        def timed(problem, **kw2):  # on the instance: the solver keeps its class
-            r = solve(problem, **kw2)
-            events.append(dict(layer=problem.meta.get("layer"), form="covariance", seconds=r.info["total_seconds"],
-                               iterations=r.info.get("iterations_done")))
-            return r
-
-        solver.solve = timed
-        return solver
-
-    def optimise(*a, **kw):
-        t0 = time.perf_counter()
-        V, info = orig_opt(*a, **kw)
-        label = a[-1] if len(a) >= 13 else kw.get("label", "")
-        events.append(dict(layer=str(label).split("[")[0], form="data", seconds=time.perf_counter() - t0,
-                           iterations=info["iterations_done"]))
-        return V, info
-
-    def polish(problems, Vs):
-        t0 = time.perf_counter()
-        out = orig_polish(problems, Vs)
-        events.append(dict(layer=problems[0].meta.get("layer"), form="polish", seconds=time.perf_counter() - t0,
-                           iterations=None))
-        return out
-
-    run_mod._solver_for, data_form._optimise, run_mod.polish_roundings = solver_for, optimise, polish
-    try:
-        yield
-    finally:
-        run_mod._solver_for, data_form._optimise, run_mod.polish_roundings = orig_solver_for, orig_opt, orig_polish
 
 
 def layer_positions(model, x1) -> dict[str, int]:
@@ -127,23 +82,19 @@ def one_run(model, calib, label, bits, iterations, seed, batch_size, evaluate=No
     cfg = QuantConfig(bits=bits, solver="adaround", solver_params=params or {"iterations": iterations}, form=form,
                       seed=seed, batch_size=batch_size, polish=polish)
     pos = layer_positions(model, calib[:1])
-    events: list = []
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    with instrumented(events):
-        q, rep = quantize_model(model, calib, cfg, device="cpu", progress=False)
+    q, rep = quantize_model(model, calib, cfg, device="cpu", progress=False)
     wall = time.perf_counter() - t0
     layers = []
-    for r in rep.layers:
-        ev = [e for e in events if e["layer"] == r.name and e["form"] != "polish"]
-        solve = sum(e["seconds"] for e in ev)
-        polish = sum(e["seconds"] for e in events if e["layer"] == r.name and e["form"] == "polish")
-        its = max([e["iterations"] or 0 for e in ev] or [0])  # iterations of the layer's schedule
+    for r in rep.layers:  # the report's own breakdown of each layer's time
+        its = r.iterations or 0
         bc = batch_size * pos[r.name]
         layers.append(dict(name=r.name, shape=f"{r.rows}x{r.cols}" + (f" ({r.groups} groups)" if r.groups > 1 else ""),
-                           form=r.form, layer_seconds=r.seconds, solve_seconds=solve, polish_seconds=polish,
-                           iterations=its, solves=len(ev),
-                           ms_per_iteration=1e3 * solve / its if its else None, nearest_loss=r.nearest_loss, loss=r.loss,
+                           form=r.form, layer_seconds=r.seconds, solve_seconds=r.solve_seconds,
+                           polish_seconds=r.polish_seconds, capture_seconds=r.capture_seconds, iterations=its,
+                           ms_per_iteration=1e3 * r.solve_seconds / its if its else None,
+                           nearest_loss=r.nearest_loss, loss=r.loss,
                            batch_columns=bc, cov_mflop=2 * r.rows * r.cols**2 / 1e6,
                            data_mflop=4 * r.rows * r.cols * bc / 1e6))
     return dict(form=label, wall_seconds=wall, solve_seconds=sum(x["solve_seconds"] for x in layers),

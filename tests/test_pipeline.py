@@ -259,3 +259,27 @@ def fold_batchnorm_copy(model):
     m = copy.deepcopy(model).eval()
     fold_batchnorm(m)
     return m
+
+
+def test_report_says_where_each_layer_spent_its_time(digits, tmp_path):
+    """Per layer: capture, solver and polish seconds that fit inside the layer's seconds, and the
+    iterations the relaxation ran (both forms; none for a solver without iterations); a resumed
+    run reads them back from the run directory."""
+    b, x = digits
+    over = {"conv2": LayerOverride(form="data"), "fc1": LayerOverride(solver="gptq", solver_params={}),
+            "fc2": LayerOverride(polish=False)}
+    cfg = QuantConfig(bits=3, solver_params={"iterations": 120}, overrides=over)
+    _, rep = quantize_model(b.model, x[:64], cfg, run_dir=tmp_path, progress=False)
+    rows = {r.name: r for r in rep.layers}
+    assert rows["conv2"].form == "data" and rows["conv1"].form == "covariance"
+    for r in rep.layers:
+        parts = r.capture_seconds + r.solve_seconds + r.polish_seconds
+        assert r.capture_seconds > 0 and r.solve_seconds > 0 and parts <= r.seconds, r
+        assert (r.polish_seconds > 0) == (r.name != "fc2"), r
+    for name in ("conv1", "conv2", "conv3", "fc2"):  # stop on freezing: a multiple of the check interval
+        assert 0 < rows[name].iterations <= 120 and (rows[name].iterations == 120 or rows[name].iterations % 50 == 0)
+    assert rows["fc1"].iterations is None
+    assert set(rep.rows()[0]) >= {"capture_seconds", "solve_seconds", "polish_seconds", "iterations"}
+    _, again = quantize_model(b.model, x[:64], cfg, run_dir=tmp_path, progress=False)
+    assert [(r.solve_seconds, r.iterations) for r in again.layers] == [(r.solve_seconds, r.iterations) for r in rep.layers]
+    assert all(r.resumed for r in again.layers)

@@ -192,6 +192,7 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     ad = LayerAdapter(dict(fmodel.named_modules())[name], name)
     st = capture_stats(fmodel, [name], batches, model_hat=qmodel, float_inputs=float_inputs,
                        replay=replay)[name]
+    capture_seconds = time.perf_counter() - t0
     activation = "relu" if relu else "none"
     positions = st.count // sum(_num_samples(b) for b in batches)
     form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
@@ -210,32 +211,40 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
                                        grid, layer=name, group=g)
                     for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
     seed = config.seed + index
-    Vs, statuses = [], []
+    Vs, statuses, infos = [], [], []
     if form == "covariance":
         solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
         from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
+        t_solve = time.perf_counter()
         if len(problems) > 1 and isinstance(solver, TorchSolver):
             # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
             stacked = stack_rows(problems)
             r = solver.solve(stacked, seed=seed)
             cuts = np.cumsum([p.rows for p in problems])[:-1]
             Vs = [p.to_rounding(X) for p, X in zip(problems, np.split(r.best, cuts))]
-            statuses = [r.status] * len(problems)
+            statuses, infos = [r.status] * len(problems), [r.info]
         else:
             for p in problems:
                 r = solver.solve(p, seed=seed)
                 Vs.append(p.to_rounding(r.best))
                 statuses.append(r.status)
+                infos.append(r.info)
+        solve_seconds = time.perf_counter() - t_solve
     else:
         from qubo_round.relaxations.data_form import solve_data_form
-        Vs, statuses = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems, lcfg,
-                                       config, activation, seed, device, progress)
+        Vs, statuses, info = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems,
+                                             lcfg, config, activation, seed, device, progress)
+        infos, solve_seconds = [info], info["seconds"]
+        capture_seconds += info["capture_seconds"]
+    its = [i["iterations_done"] for i in infos if i.get("iterations_done") is not None]
     near = [p.space.nearest() for p in problems]
     nearest_loss = _loss(problems, near)
-    solver_loss, flips = None, 0
+    solver_loss, flips, polish_seconds = None, 0, 0.0
     if lcfg.polish and lcfg.solver.split("/")[0] != "nearest" and activation == "none":
         solver_loss = _loss(problems, Vs)
+        t_polish = time.perf_counter()
         Vs, flips = polish_roundings(problems, Vs)
+        polish_seconds = time.perf_counter() - t_polish
     loss = _loss(problems, Vs)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
@@ -245,7 +254,9 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
                       nearest_loss=nearest_loss, loss=loss, changed_fraction=changed / max(free, 1),
                       seconds=time.perf_counter() - t0,
                       status="time_limit" if "time_limit" in statuses else statuses[0],
-                      solver_loss=solver_loss, polish_flips=flips)
+                      solver_loss=solver_loss, polish_flips=flips, capture_seconds=capture_seconds,
+                      solve_seconds=solve_seconds, polish_seconds=polish_seconds,
+                      iterations=max(its) if its else None)
     log.info("layer %s: %s/%s loss %.4g (nearest %.4g%s), %.1f%% changed, %.2fs", name, lcfg.solver, form,
              loss, nearest_loss, "" if solver_loss is None else f", solver {solver_loss:.4g}, {flips} polish flips",
              100 * row.changed_fraction, row.seconds)
