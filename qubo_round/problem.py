@@ -45,12 +45,20 @@ def _check_fixed(mask, value, shape: tuple[int, int]) -> tuple[np.ndarray, np.nd
     return mask.astype(bool).reshape(shape), value.astype(np.uint8).reshape(shape)
 
 
-def flip_energy_deltas(X: np.ndarray, QX: np.ndarray, diag: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+def flip_energy_deltas(X: np.ndarray, QX: np.ndarray, diag: np.ndarray, fixed: np.ndarray | None = None,
+                       out: np.ndarray | None = None) -> np.ndarray:
     """Energy change of flipping each single variable of ``X`` (..., n) 0/1 float64, from its
     local fields ``QX = Q x`` and ``diag = diag(Q)`` (broadcast to ``X``):
-    ``delta_i (2 (Q x)_i + delta_i Q_ii)``, ``delta_i = 1 - 2 x_i``; +inf where ``fixed``."""
-    d = 1.0 - 2.0 * X
-    return np.where(fixed, np.inf, d * (2.0 * QX + d * diag))
+    ``delta_i (2 (Q x)_i + delta_i Q_ii) = 2 delta_i (Q x)_i + Q_ii`` (``delta_i = 1 - 2 x_i =
+    +-1``); +inf where ``fixed`` (None: ``diag`` already holds +inf there). ``out``: a buffer of
+    ``X``'s shape to write into."""
+    D = np.multiply(X, -4.0, out=out)
+    D += 2.0  # 2 delta
+    D *= QX
+    D += diag
+    if fixed is not None:
+        D[np.broadcast_to(fixed, D.shape)] = np.inf
+    return D
 
 
 class QUBOFamily(abc.ABC):
@@ -257,10 +265,10 @@ class LayerQUBO(QUBOFamily):
 
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         r, idx = np.asarray(r), np.asarray(idx)
-        col = self.A[:, idx].T if self.shared else self.A[r, :, idx]  # (m, n)
-        col = self.scale[r, None] ** 2 * col
-        onehot = np.arange(self.n) == idx[:, None]
-        return col + onehot * self.linear[r, idx][:, None]
+        # A is symmetric (made so on construction): rows A[idx] are its columns, read contiguously
+        col = self.scale[r, None] ** 2 * (self.A[idx] if self.shared else self.A[r, idx])  # (m, n)
+        col[np.arange(len(idx)), idx] += self.linear[r, idx]
+        return col
 
     def _quadratic(self, X: np.ndarray) -> np.ndarray:
         if self.shared:
@@ -363,7 +371,7 @@ class DenseQUBO(QUBOFamily):
         return X @ self.Q
 
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return self.Q[:, np.asarray(idx)].T  # one row: r is all zeros
+        return self.Q[np.asarray(idx)]  # one row: r is all zeros; Q symmetric: rows are its columns
 
     @classmethod
     def from_linear_quadratic(cls, n: int, linear: dict[int, float], quadratic: dict[tuple[int, int], float],

@@ -28,27 +28,36 @@ def steepest_descent(problem: QUBOFamily, X: np.ndarray, *, tol: float = 1e-12,
     (a ``time.perf_counter()`` value) stopped it first.
     """
     X = problem.apply_fixed(X).astype(np.float64)
-    QX = problem.matvec(X)
     S, R, n = X.shape
-    diag = np.broadcast_to(problem.diagonal, (R, n))
-    fixed = np.broadcast_to(problem.fixed_mask, (R, n))
+    # the active (sample, row) pairs, with compact copies of their X, local fields Qx and
+    # diag(Q) (+inf on fixed variables: never the best flip); finished pairs are written back
+    s_a, r_a = (a.ravel() for a in np.meshgrid(np.arange(S), np.arange(R), indexing="ij"))
+    Xa, QXa = X.reshape(S * R, n).copy(), problem.matvec(X).reshape(S * R, n)
+    diag_fixed = np.where(problem.fixed_mask, np.inf, np.broadcast_to(problem.diagonal, (R, n)))
+    Da = diag_fixed[r_a]
+    D = np.empty_like(Xa)
     steps = max_steps if max_steps is not None else 10 * n + 10
-    s_a, r_a = (a.ravel() for a in np.meshgrid(np.arange(S), np.arange(R), indexing="ij"))  # active rows
+    converged = False
     for _ in range(steps):
-        m = np.arange(len(s_a))
-        Xa, QXa = X[s_a, r_a], QX[s_a, r_a]  # (m, n)
-        D = flip_energy_deltas(Xa, QXa, diag[r_a], fixed[r_a])
+        m = np.arange(len(r_a))
+        D = flip_energy_deltas(Xa, QXa, Da, out=D[:len(r_a)])  # in place; +inf on fixed (in Da)
         i = np.argmin(D, axis=-1)
         move = D[m, i] < -tol * (1.0 + np.abs(QXa[m, i]))
-        if not move.any():
-            return X.astype(np.uint8), True
-        s_a, r_a, i = s_a[move], r_a[move], i[move]
-        dm = 1.0 - 2.0 * X[s_a, r_a, i]
-        X[s_a, r_a, i] += dm
-        QX[s_a, r_a] += dm[:, None] * problem.row_columns(r_a, i)
+        if not move.all():
+            X[s_a[~move], r_a[~move]] = Xa[~move]
+            if not move.any():
+                converged = True
+                break
+            s_a, r_a, i, Xa, QXa, Da = s_a[move], r_a[move], i[move], Xa[move], QXa[move], Da[move]
+        k = np.arange(len(r_a))
+        dm = 1.0 - 2.0 * Xa[k, i]
+        Xa[k, i] += dm
+        QXa += dm[:, None] * problem.row_columns(r_a, i)
         if deadline is not None and time.perf_counter() > deadline:
-            return X.astype(np.uint8), False
-    return X.astype(np.uint8), False
+            break
+    if not converged:
+        X[s_a, r_a] = Xa
+    return X.astype(np.uint8), converged
 
 
 @dataclass(frozen=True)

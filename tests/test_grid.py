@@ -212,6 +212,46 @@ def test_output_mse_scale_is_no_worse_than_minmax(W, grid, seed):
     assert (a <= b * (1 + 1e-10) + 1e-300).all(), (a, b)
 
 
+def _reference_search(W, grid, H):
+    """The scale search written plainly: every candidate range on the whole matrix at once."""
+    lo, hi = W.min(1), W.max(1)
+    n, p = grid.limits
+    best = (np.full(W.shape[0], np.inf), None, None)
+    for a in np.linspace(1.0, 1.0 / grid.search_points, grid.search_points):
+        if grid.scheme == "symmetric":
+            s, z = np.maximum(np.abs(lo * a), np.abs(hi * a)) / p, np.zeros(W.shape[0])
+        else:
+            lo_a, hi_a = np.minimum(lo * a, 0.0), np.maximum(hi * a, 0.0)
+            s = hi_a / (p - n) - lo_a / (p - n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.where(s > 0, np.clip(np.round(n - lo_a / np.where(s > 0, s, 1.0)), n, p), 0.0)
+        dW = nearest_dequant(W, np.where(s > 0, s, 1.0)[:, None], z[:, None], grid) - W
+        err = (dW**2).sum(1) if H is None else np.einsum("rc,cd,rd->r", dW, H, dW)
+        better = (err < best[0]) & (s > 0)
+        best = (np.where(better, err, best[0]), np.where(better, s, s if best[1] is None else best[1]),
+                np.where(better, z, z if best[2] is None else best[2]))
+    return best[1], best[2]
+
+
+@SETTINGS
+@given(W=weights(max_rows=9, max_cols=20, zero_rows=False), grid=grids(scale_methods=("mse", "output-mse")),
+       seed=st.integers(0, 1000), block=st.sampled_from([1, 7, 40, 1 << 15]))
+def test_blocked_scale_search_equals_the_plain_search(W, grid, seed, block):
+    """The per-channel search runs blocks of rows in reused buffers (any block size): it picks
+    exactly the scales and zero points of the plain whole-matrix search."""
+    import qubo_round.grid as grid_mod
+    assume(grid.granularity == "channel" and (np.abs(W).max(1) > 0).all())
+    H = _psd(W.shape[1], seed) if grid.scale_method == "output-mse" else None
+    old, grid_mod.SEARCH_BLOCK = grid_mod.SEARCH_BLOCK, block
+    try:
+        s, z = choose_qparams(W, grid, H)
+    finally:
+        grid_mod.SEARCH_BLOCK = old
+    s_ref, z_ref = _reference_search(W, grid, H)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(z, z_ref)
+
+
 def test_output_mse_without_H_raises_clear_error():
     W = np.random.default_rng(0).normal(size=(3, 5))
     with pytest.raises(ValueError, match="output-mse.*H"):
