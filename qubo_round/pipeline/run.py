@@ -211,25 +211,8 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
                                        grid, layer=name, group=g)
                     for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
     seed = config.seed + index
-    Vs, statuses, infos = [], [], []
     if form == "covariance":
-        solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
-        from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
-        t_solve = time.perf_counter()
-        if len(problems) > 1 and isinstance(solver, TorchSolver):
-            # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
-            stacked = stack_rows(problems)
-            r = solver.solve(stacked, seed=seed)
-            cuts = np.cumsum([p.rows for p in problems])[:-1]
-            Vs = [p.to_rounding(X) for p, X in zip(problems, np.split(r.best, cuts))]
-            statuses, infos = [r.status] * len(problems), [r.info]
-        else:
-            for p in problems:
-                r = solver.solve(p, seed=seed)
-                Vs.append(p.to_rounding(r.best))
-                statuses.append(r.status)
-                infos.append(r.info)
-        solve_seconds = time.perf_counter() - t_solve
+        Vs, statuses, infos, solve_seconds = _solve_covariance(problems, lcfg, seed, device, progress)
     else:
         from qubo_round.relaxations.data_form import solve_data_form
         Vs, statuses, info = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems,
@@ -261,6 +244,23 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
              loss, nearest_loss, "" if solver_loss is None else f", solver {solver_loss:.4g}, {flips} polish flips",
              100 * row.changed_fraction, row.seconds)
     return qs, row
+
+
+def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
+    """The layer's solver on its groups' QUBOs. Returns (roundings V, statuses, the solvers' info
+    dicts, seconds inside the solver)."""
+    solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
+    from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
+    t0 = time.perf_counter()
+    if len(problems) > 1 and isinstance(solver, TorchSolver):
+        # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
+        r = solver.solve(stack_rows(problems), seed=seed)
+        cuts = np.cumsum([p.rows for p in problems])[:-1]
+        Vs = [p.to_rounding(X) for p, X in zip(problems, np.split(r.best, cuts))]
+        return Vs, [r.status] * len(problems), [r.info], time.perf_counter() - t0
+    results = [solver.solve(p, seed=seed) for p in problems]
+    return ([p.to_rounding(r.best) for p, r in zip(problems, results)], [r.status for r in results],
+            [r.info for r in results], time.perf_counter() - t0)
 
 
 def _loss(problems, Vs: list[np.ndarray]) -> float:
