@@ -280,6 +280,9 @@ def test_report_says_where_each_layer_spent_its_time(digits, tmp_path):
         assert 0 < rows[name].iterations <= 120 and (rows[name].iterations == 120 or rows[name].iterations % 50 == 0)
     assert rows["fc1"].iterations is None
     assert set(rep.rows()[0]) >= {"capture_seconds", "solve_seconds", "polish_seconds", "iterations"}
+    total = rep.to_markdown().splitlines()[-1]  # the totals row: summed losses, layer and solver seconds
+    assert total.startswith("| **total** (5 layers)") and f"| {rep.nearest_loss:.4g} | {rep.loss:.4g} |" in total
+    assert total.endswith(f"| {sum(r.seconds for r in rep.layers):.2f} ({sum(r.solve_seconds for r in rep.layers):.2f}) |")
     _, again = quantize_model(b.model, x[:64], cfg, run_dir=tmp_path, progress=False)
     assert [(r.solve_seconds, r.iterations) for r in again.layers] == [(r.solve_seconds, r.iterations) for r in rep.layers]
     assert all(r.resumed for r in again.layers)

@@ -84,6 +84,11 @@ class QuantReport:
                          f"{r.seconds:.2f} ({r.solve_seconds:.2f}){' (resumed)' if r.resumed else ''} |")
         for name, why in self.skipped.items():
             lines.append(f"| {name} | skipped: {why} | | | | | | | | | | |")
+        if self.layers:
+            layer_s = sum(r.seconds for r in self.layers)
+            solve_s = sum(r.solve_seconds for r in self.layers)
+            lines.append(f"| **total** ({len(self.layers)} layers) | | | | | | {self.nearest_loss:.4g} | {self.loss:.4g} | "
+                         f"| | | {layer_s:.2f} ({solve_s:.2f}) |")
         return "\n".join(lines)
 
 
