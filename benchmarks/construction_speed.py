@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> None:
             W = mod.weight.detach().double().numpy()
             t_plain, ref = best_of(lambda: plain_search(W, grid), args.repeats)
             t_lib, got = best_of(lambda: choose_qparams(W, grid), args.repeats)
-            same = bool(np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1]))
-            if not same:
+            if not (np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])):
                 raise SystemExit(f"{name}: the blocked scale search chose other scales than the plain one")
-            search.append(dict(layer=name, shape=list(W.shape), plain_s=t_plain, library_s=t_lib, identical=same))
+            search.append(dict(layer=name, shape=list(W.shape), plain_s=t_plain, library_s=t_lib))
             log.info("search %s %s: plain %.3fs, library %.3fs", name, W.shape, t_plain, t_lib)
         block = [(n, m) for n, m in linears if ".layer.0." in n]
         calib = bundle.calibration(args.sentences, 0)
@@ -133,8 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             if not np.array_equal(ref, got):
                 raise SystemExit(f"{name}: the two descents ended at different roundings")
             flips = int((got != X0).sum())
-            polish.append(dict(layer=name, shape=list(W.shape), flips=flips, plain_s=t_plain, library_s=t_lib,
-                               identical=True))
+            polish.append(dict(layer=name, shape=list(W.shape), flips=flips, plain_s=t_plain, library_s=t_lib))
             log.info("polish %s %s: %d flips, plain %.3fs, library %.3fs", name, W.shape, flips, t_plain, t_lib)
     meta["load_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)

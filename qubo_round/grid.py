@@ -168,12 +168,13 @@ def _search_qparams(W, lo, hi, s0, z0, grid: Grid, H):
     alphas = np.linspace(1.0, 1.0 / grid.search_points, grid.search_points)
     per_row = grid.granularity == "channel"
     cands = [_minmax_qparams(lo * a, hi * a, grid) for a in alphas]
+    safe = [np.where(s > 0, s, 1.0) for s, _ in cands]  # the scales rounded with (s = 0: no candidate)
     if per_row:
-        errs = _row_errors(W, cands, grid, H)
+        errs = _row_errors(W, [(sf, z) for sf, (_, z) in zip(safe, cands)], grid, H)
     else:
         errs = []
-        for s, z in cands:
-            dW = nearest_dequant(W, s[0] if s[0] > 0 else 1.0, z[0], grid) - W
+        for sf, (_, z) in zip(safe, cands):
+            dW = nearest_dequant(W, sf[0], z[0], grid) - W
             errs.append(np.array([(dW**2).sum() if H is None else np.einsum("rc,cd,rd->r", dW, H, dW).sum()]))
     best_err = np.full(s0.shape, np.inf)
     best_s, best_z = s0.copy(), z0.copy()
@@ -190,7 +191,7 @@ SEARCH_BLOCK = 1 << 15
 
 
 def _row_errors(W, cands, grid: Grid, H) -> np.ndarray:
-    """(candidates, rows) error of each row under each candidate ``(s, z)`` (per-row arrays):
+    """(candidates, rows) error of each row under each candidate ``(s, z)`` (per-row arrays, s > 0):
     ``|dW_k|^2``, or ``dW_k^T H dW_k`` with ``H``, where ``dW = nearest_dequant(W, s, z) - W``.
     Blocks of rows with every candidate in turn, in preallocated buffers: the arithmetic of
     :func:`nearest_dequant` element by element (the same values), without its full-size
@@ -200,23 +201,22 @@ def _row_errors(W, cands, grid: Grid, H) -> np.ndarray:
     out = np.empty((len(cands), rows))
     step = max(1, SEARCH_BLOCK // max(cols, 1))
     r_buf, f_buf, up_buf = np.empty((step, cols)), np.empty((step, cols)), np.empty((step, cols), dtype=bool)
+    shifted = [bool(z.any()) for _, z in cands]  # symmetric grids: no zero point to add and remove
     for r0 in range(0, rows, step):
         w = W[r0:r0 + step]
         m = w.shape[0]
         r, f, up = r_buf[:m], f_buf[:m], up_buf[:m]
         for i, (s, z) in enumerate(cands):
-            sb = np.where(s[r0:r0 + m] > 0, s[r0:r0 + m], 1.0)[:, None]
-            zb = z[r0:r0 + m, None]
-            shifted = bool(zb.any())
+            sb, zb = s[r0:r0 + m, None], z[r0:r0 + m, None]
             np.divide(w, sb, out=r)  # r = W / s
             np.floor(r, out=f)
             np.subtract(r, f, out=r)
             np.greater_equal(r, 0.5, out=up)
             np.add(f, up, out=f)  # round half up
-            if shifted:
+            if shifted[i]:
                 np.add(f, zb, out=f)
             np.clip(f, n, p, out=f)
-            if shifted:
+            if shifted[i]:
                 np.subtract(f, zb, out=f)
             np.multiply(sb, f, out=f)
             np.subtract(f, w, out=f)  # dW

@@ -92,6 +92,9 @@ class Solver(abc.ABC):
     * ``needs_gpu``: requires CUDA.
     * ``required_modules``: importable modules the solver needs.
     * ``needs_space``: needs a layer problem (a rounding space), not a plain QUBO.
+
+    And one for the pipeline: ``baseline``, the reference rounding others are measured against
+    (``nearest``): kept as it is, never polished.
     """
 
     name: ClassVar[str] = ""
@@ -100,6 +103,7 @@ class Solver(abc.ABC):
     needs_gpu: ClassVar[bool] = False
     required_modules: ClassVar[tuple[str, ...]] = ()
     needs_space: ClassVar[bool] = False
+    baseline: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, **params: Any) -> None:

@@ -16,6 +16,7 @@ class Nearest(Solver):
     """Round to nearest: ``v = [frac(W/s) >= 0.5]`` (ties up)."""
 
     needs_space = True
+    baseline = True
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         return problem.apply_fixed(problem.prior >= 0.5), {}

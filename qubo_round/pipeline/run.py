@@ -223,7 +223,8 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     near = [p.space.nearest() for p in problems]
     nearest_loss = _loss(problems, near)
     solver_loss, flips, polish_seconds = None, 0, 0.0
-    if lcfg.polish and lcfg.solver.split("/")[0] != "nearest" and activation == "none":
+    from qubo_round.solvers import solver_class
+    if lcfg.polish and not solver_class(lcfg.solver).baseline and activation == "none":
         solver_loss = _loss(problems, Vs)
         t_polish = time.perf_counter()
         Vs, flips = polish_roundings(problems, Vs)
