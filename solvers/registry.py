@@ -102,5 +102,5 @@ def describe(name: str) -> dict[str, Any]:
     c = entry.cls
     return {"name": name, "exact": c.exact, "max_variables": c.max_variables, "needs_gpu": c.needs_gpu,
             "required_modules": list(c.required_modules), "needs_space": c.needs_space,
-            "available": not c.missing_modules(), "presets": sorted(entry.presets),
+            "baseline": c.baseline, "available": not c.missing_modules(), "presets": sorted(entry.presets),
             "doc": (c.__doc__ or "").strip().splitlines()[0] if c.__doc__ else ""}

@@ -105,6 +105,7 @@ def test_presets_and_overrides():
     assert get_solver("stochastic/best1000", k=3).params.k == 3
     info = describe("exact")
     assert info["exact"] and info["max_variables"] == 24 and info["available"]
+    assert describe("nearest")["baseline"] and not info["baseline"]
 
 
 def test_result_info_and_best_per_row():
