@@ -149,13 +149,14 @@ class RelaxedObjective:
         self.units = sp.units(problem.fixed_mask)  # (rows,) float64, numpy
         t = dict(device=device, dtype=dtype)
         self.shared = sp.shared
-        self.P = torch.as_tensor(sp.P, **t)
         # stacked groups (problem.stack_rows) of equal size: one matrix per group, not per row
         groups = None if sp.shared else problem.meta.get("row_groups")
         self.groups = None
+        P = sp.P
         if groups and len(set(groups)) == 1 and sum(groups) == problem.rows:
             self.groups = (len(groups), groups[0])
-            self.P = self.P[::groups[0]].contiguous()  # (G, n, n), row-major for the batched product
+            P = np.ascontiguousarray(P[::groups[0]])  # (G, n, n), row-major for the batched product
+        self.P = torch.as_tensor(P, **t)  # only the matrices used are converted (and moved)
         self.a = torch.as_tensor(sp.a / self.units, **t)[:, None]  # (rows, 1)
         self.a2 = 2.0 * self.a
         self.lin = torch.as_tensor(sp.lin / self.units[:, None], **t)
@@ -225,8 +226,8 @@ def cpu_settings(threads: int | None):
     The flush matters: once an ``h`` is clipped its gradient is exactly zero, so Adam's moments
     decay geometrically and turn subnormal after some 800 steps, and every element-wise pass over
     subnormals runs several times slower (``benchmarks/relaxation_step.py``: digits fc1, same
-    rounding). Values below 1.2e-38 (float32) have no effect on the result. Afterwards the thread count is restored and the flush turned off (torch's default;
-    torch has no getter for it)."""
+    rounding). Values below 1.2e-38 (float32) have no effect on the result. Afterwards the thread
+    count is restored and the flush turned off (torch's default; torch has no getter for it)."""
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))

@@ -1,8 +1,6 @@
 """Smoke test of the bits-granularity study in quick mode, with properties that could fail."""
 from __future__ import annotations
 
-
-
 from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 

@@ -5,7 +5,6 @@ import math
 
 import pytest
 
-
 from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
 
 TOL = 1e-9
