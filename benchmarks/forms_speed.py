@@ -261,49 +261,54 @@ def bound(runs) -> dict:
     return dict(layers=names, auto_seconds=t_slow, max_ratio=t_data / t_slow, text=text)
 
 
+def _fastest(fn, calls: int, rounds: int) -> float:
+    """Seconds per call of ``fn``: the fastest of ``rounds`` rounds of ``calls`` calls (after a warm-up)."""
+    for _ in range(max(1, calls // 10)):
+        fn()
+    best = math.inf
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t) / calls)
+    return best
+
+
 def product_floor(runs, calls: int = 1000, rounds: int = 5) -> dict:
-    """A floor under auto's wall time that no implementation of its forms can go below: the time
-    it spends outside the solver (median, as measured) plus, per layer, the bare matrix product of
-    one step of the form auto chose (covariance: ``(rows, cols) @ (cols, cols)``; data:
-    ``(rows, cols) @ (cols, batch columns)`` and its transpose), float32, fastest of ``rounds`` x
-    ``calls`` on this machine, times the layer's iterations; and the data / auto wall-time ratio
-    that floor allows against the data form's median wall time."""
+    """Floors under both runs' wall times: each run's time outside the solver (median, as
+    measured) plus, per layer, the bare matrix products of one step of the form the run used
+    (covariance: ``(rows, cols) @ (cols, cols)``; data: ``(rows, cols) @ (cols, batch columns)``
+    and back), float32 into preallocated outputs, fastest of ``rounds`` x ``calls`` on this
+    machine, times the layer's iterations. ``auto``'s floor bounds the ratio against the data form
+    as it runs; the ratio of the two floors is where it tends if the element-wise work of both
+    forms became free."""
     med = lambda f, k: statistics.median(r[k] for r in runs if r["form"] == f)  # noqa: E731
     g = torch.Generator().manual_seed(0)
     per_layer = []
-    for L in first(runs, "auto")["layers"]:
-        rows, cols = (int(v) for v in L["shape"].split()[0].split("x"))
-        inner = cols if L["form"] == "covariance" else L["batch_columns"]
-        a, b = torch.randn(rows, cols, generator=g), torch.randn(cols, inner, generator=g)
-        o1, o2 = torch.empty(rows, inner), torch.empty(rows, cols)  # preallocated: the products alone
-        if L["form"] == "covariance":
-            def prod():
-                torch.mm(a, b, out=o1)
-        else:
-            def prod():
-                torch.mm(torch.mm(a, b, out=o1), b.T, out=o2)
-        for _ in range(calls // 10):
-            prod()
-        best = math.inf
-        for _ in range(rounds):
-            t = time.perf_counter()
-            for _ in range(calls):
-                prod()
-            best = min(best, (time.perf_counter() - t) / calls)
-        per_layer.append(dict(name=L["name"], form=L["form"], ms_per_iteration=1e3 * best,
-                              seconds=best * L["iterations"]))
-    outside = med("auto", "wall_seconds") - med("auto", "solve_seconds")
-    floor = outside + sum(x["seconds"] for x in per_layer)
+    for La, Ld in zip(first(runs, "auto")["layers"], first(runs, "data")["layers"]):
+        rows, cols = (int(v) for v in La["shape"].split()[0].split("x"))
+        a, H = torch.randn(rows, cols, generator=g), torch.randn(cols, cols, generator=g)
+        X = torch.randn(cols, La["batch_columns"], generator=g)
+        o_cov, o_out, o_grad = torch.empty(rows, cols), torch.empty(rows, X.shape[1]), torch.empty(rows, cols)
+        sec = {"covariance": _fastest(lambda: torch.mm(a, H, out=o_cov), calls, rounds),
+               "data": _fastest(lambda: torch.mm(torch.mm(a, X, out=o_out), X.T, out=o_grad), calls, rounds)}
+        per_layer.append(dict(name=La["name"], cov_ms=1e3 * sec["covariance"], data_ms=1e3 * sec["data"],
+                              auto_seconds=sec[La["form"]] * La["iterations"], auto_form=La["form"],
+                              data_seconds=sec[Ld["form"]] * Ld["iterations"]))
+    out = {f: med(f, "wall_seconds") - med(f, "solve_seconds") for f in ("auto", "data")}
+    floor = {f: out[f] + sum(x[f"{f}_seconds"] for x in per_layer) for f in ("auto", "data")}
     data_wall = med("data", "wall_seconds")
-    products = ", ".join(f"{x['name']} {x['ms_per_iteration']:.3f} ms ({x['form']})" for x in per_layer)
-    text = (f"the bare matrix products of one step in auto's forms ({products}; float32, preallocated outputs, "
-            f"fastest of {rounds} x {calls} calls) take {floor - outside:.2f} s over the layers' iterations. With "
-            f"auto's {outside:.1f} s outside the solver (capture, construction), its wall time cannot go below "
-            f"{floor:.1f} s, however cheap the element-wise work of a step became: the ratio could not pass "
-            f"{data_wall:.1f} / {floor:.1f} = {data_wall / floor:.1f}x against the data form as it runs here (a "
-            f"faster data form lowers it).")
-    return dict(layers=per_layer, outside_seconds=outside, floor_seconds=floor, max_wall_ratio=data_wall / floor,
-                text=text)
+    products = ", ".join(f"{x['name']} {x['cov_ms']:.3f} / {x['data_ms']:.3f}" for x in per_layer)
+    text = (f"the bare matrix products of one step (ms, covariance / data form: {products}; float32, preallocated "
+            f"outputs, fastest of {rounds} x {calls} calls) take {floor['auto'] - out['auto']:.2f} s over auto's "
+            f"iterations in its forms and {floor['data'] - out['data']:.2f} s over the data form's. With the time "
+            f"each run spends outside the solver (auto {out['auto']:.1f} s, data {out['data']:.1f} s: capture, "
+            f"construction), auto's wall time cannot go below {floor['auto']:.1f} s however cheap the element-wise "
+            f"work of a step became: against the data form as it runs here ({data_wall:.1f} s) the ratio could not "
+            f"pass **{data_wall / floor['auto']:.1f}x**. Were the element-wise work free in both forms, the ratio "
+            f"would tend to {floor['data']:.1f} / {floor['auto']:.1f} = **{floor['data'] / floor['auto']:.1f}x**.")
+    return dict(layers=per_layer, outside_seconds=out, floor_seconds=floor,
+                max_wall_ratio=data_wall / floor["auto"], floor_ratio=floor["data"] / floor["auto"], text=text)
 
 
 def large_layers(args) -> dict:
