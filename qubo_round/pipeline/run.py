@@ -277,7 +277,7 @@ def polish_roundings(problems, Vs: list[np.ndarray]) -> tuple[list[np.ndarray], 
     A relaxation ends with a threshold (``h >= 0.5``) whose rounding is rarely a local minimum of
     the QUBO it relaxes: where entries are still soft at the end, or where the regulariser pushed
     an entry the wrong way, one flip lowers the loss. On the digits model at 3 bits this took
-    AdaRound's total loss (10k iterations) from 2.48 to 1.98, in 6-7 ms for all five layers
+    AdaRound's total loss (10k iterations) from 2.48 to 1.98, in 6-11 ms for all five layers
     (``benchmarks/forms_speed.py``, column "polish ms")."""
     from qubo_round.solvers.greedy import steepest_descent
 
