@@ -60,22 +60,26 @@ class CovarianceAccumulator:
             self._C += x_hat @ x.T
         self.count += x.shape[1]
 
-    def _mean(self, S: torch.Tensor) -> np.ndarray:
+    def _mean(self, S: torch.Tensor, symmetric: bool = False) -> np.ndarray:
         if self.count == 0:
             raise ValueError("no calibration samples were accumulated (empty calibration data)")
+        if symmetric:
+            # BLAS need not return x @ x.T bit-symmetric (blocked kernels sum the two triangles in
+            # different orders on some CPUs); (S + S^T) / 2 is, since a + b == b + a exactly
+            S = (S + S.T) / 2.0
         return (S / self.count).cpu().numpy()
 
     @property
     def H(self) -> np.ndarray:
-        """(cols, cols) float64 ``E[x x^T]``."""
-        return self._mean(self._S)
+        """(cols, cols) float64 ``E[x x^T]``, exactly symmetric."""
+        return self._mean(self._S, symmetric=True)
 
     @property
     def H_hat(self) -> np.ndarray:
-        """(cols, cols) float64 ``E[x_hat x_hat^T]``."""
+        """(cols, cols) float64 ``E[x_hat x_hat^T]``, exactly symmetric."""
         if not self.asymmetric:
             raise ValueError("H_hat was not accumulated; create the accumulator with asymmetric=True")
-        return self._mean(self._S_hat)
+        return self._mean(self._S_hat, symmetric=True)
 
     @property
     def C(self) -> np.ndarray:
