@@ -65,7 +65,13 @@ def available_families() -> list[str]:
     return list(_FAMILIES)
 
 
+#: ``"a>b"`` is the chain composite of the specs a and b (:mod:`qubo_round.solvers.composite`).
+CHAIN_SEPARATOR = ">"
+
+
 def solver_class(name: str) -> type[Solver]:
+    if CHAIN_SEPARATOR in name:
+        return _entry("chain").cls
     return _entry(name.split("/", 1)[0]).cls
 
 
@@ -76,7 +82,13 @@ def _entry(name: str) -> SolverEntry:
 
 
 def get_solver(spec: str, **params: Any) -> Solver:
-    """Instantiate ``name`` or ``name/preset``; keyword ``params`` override the preset's."""
+    """Instantiate ``name`` or ``name/preset``; keyword ``params`` override the preset's.
+    ``"a>b"`` chains the specs a and b (each warm-started from the one before)."""
+    if CHAIN_SEPARATOR in spec:
+        if params:
+            raise ParameterError(f"a chain {spec!r} takes no parameters; give each stage its own "
+                                 f"preset, or use get_solver('chain', solvers=(...))")
+        return _entry("chain").cls(solvers=tuple(spec.split(CHAIN_SEPARATOR)))
     name, _, preset = spec.partition("/")
     prefix, colon, arg = name.partition(":")
     if colon:
