@@ -421,18 +421,22 @@ def _solve_cvxpy(M: np.ndarray, backend: str) -> tuple[np.ndarray, np.ndarray]:
 # The family-level entry point and gaps
 # ------------------------------------------------------------------------------------------------
 
-METHODS = ("auto", "exact", "sdp", "eig")
+METHODS = ("auto", "exact", "bnb", "sdp", "eig")
 
 
 def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: int = 24,
-                sdp_max_free: int = 300, backend: str = "bm", eig_line_evals: int = 8,
-                eig_steps: int = 0, seed: int = 0) -> Bound:
+                bnb_seconds: float | None = 2.0, sdp_max_free: int | None = None, backend: str = "bm",
+                eig_line_evals: int = 8, eig_steps: int = 0, seed: int = 0) -> Bound:
     """Lower bound of every row of ``problem``.
 
-    ``method="auto"`` picks, from the largest number of free variables over the rows ``m_max``:
-    the exact optimum (the ``exact`` solver) if ``m_max <= exact_max_free`` (24), else the SDP
-    bound if ``m_max <= sdp_max_free`` (300), else the eigenvalue bound. ``"exact"``, ``"sdp"``
-    and ``"eig"`` force a method.
+    ``method="auto"``: the exact optimum (enumeration) if every row has at most
+    ``exact_max_free`` (24) free variables; otherwise the branch and bound (solver ``bnb``) gets
+    ``bnb_seconds`` per row (None or 0: skipped) and proves what it can; each row it leaves open
+    gets the best of its open-node bound, the SDP bound (rows up to ``sdp_max_free`` free
+    variables; None: every row) and the eigenvalue bound. ``method`` is then ``"exact"`` when
+    every row was proven, else ``"sdp"`` or ``"eig"`` (the weakest method a row relied on is not
+    recorded there: ``info["row_methods"]`` has each row's). ``"exact"``, ``"bnb"`` (no time
+    limit: proves every row), ``"sdp"`` and ``"eig"`` force a method.
 
     Returns:
         :class:`Bound` with ``values`` (rows,).
@@ -441,24 +445,68 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
         raise ValueError(f"unknown bound method {method!r}; choose one of {METHODS}")
     t0 = time.perf_counter()
     m_max = int(problem.num_free.max()) if problem.rows else 0
-    if method == "auto":
-        method = "exact" if m_max <= exact_max_free else "sdp" if m_max <= sdp_max_free else "eig"
+    if method == "auto" and m_max <= exact_max_free:
+        method = "exact"
     info: dict = {"max_free": m_max}
     if method == "exact":
         from .solvers import get_solver
         res = get_solver("exact", max_free=min(max(exact_max_free, m_max), 30)).solve(problem)
         values = np.asarray(res.lower_bound, dtype=np.float64)
+        info["row_methods"] = ["exact"] * problem.rows
+    elif method == "bnb":
+        from .solvers import get_solver
+        res = get_solver("bnb").solve(problem, seed=seed)
+        values = np.asarray(res.lower_bound, dtype=np.float64)
+        method = "exact"
+        info["row_methods"] = ["exact"] * problem.rows
     elif method == "sdp":
         with one_blas_thread():
             rows = [sdp_bound(problem, k, backend=backend, seed=seed) for k in range(problem.rows)]
         values = np.array([r.bound for r in rows])
-        info.update(backend=backend, sdp_values=np.array([r.value for r in rows]))
-    else:
+        info.update(backend=backend, sdp_values=np.array([r.value for r in rows]),
+                    row_methods=["sdp"] * problem.rows)
+    elif method == "eig":
         values = eig_bound(problem, line_evals=eig_line_evals, steps=eig_steps)
-        info.update(line_evals=eig_line_evals, steps=eig_steps)
+        info.update(line_evals=eig_line_evals, steps=eig_steps, row_methods=["eig"] * problem.rows)
+    else:
+        values, method = _combined_bound(problem, info, bnb_seconds, sdp_max_free, backend,
+                                         eig_line_evals, eig_steps, seed)
     seconds = time.perf_counter() - t0
     log.info("lower bound (%s) of %d rows: total %.6g in %.2f s", method, problem.rows, values.sum(), seconds)
     return Bound(values=values, method=method, seconds=seconds, info=info)
+
+
+def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, sdp_max_free: int | None,
+                    backend: str, eig_line_evals: int, eig_steps: int, seed: int) -> tuple[np.ndarray, str]:
+    """``auto`` beyond enumeration: branch and bound first, then SDP / eigenvalue bounds on the
+    rows it left open; every value is a valid bound, so each row keeps the largest."""
+    rows = problem.rows
+    values = np.full(rows, -np.inf)
+    proven = np.zeros(rows, bool)
+    how = ["eig"] * rows
+    if bnb_seconds:
+        from .solvers import get_solver
+        res = get_solver("bnb", time_per_row=float(bnb_seconds)).solve(problem, seed=seed)
+        values = np.asarray(res.lower_bound, dtype=np.float64).copy()
+        proven = np.asarray(res.info["proven"], bool)
+        info["bnb_seconds_per_row"] = float(bnb_seconds)
+    for k in np.flatnonzero(~proven):
+        if sdp_max_free is None or problem.num_free[k] <= sdp_max_free:
+            with one_blas_thread():
+                b = sdp_bound(problem, int(k), backend=backend, seed=seed).bound
+            if b > values[k]:
+                values[k], how[k] = b, "sdp"
+    left = np.flatnonzero(~proven)
+    if len(left):
+        e = eig_bound(problem, line_evals=eig_line_evals, steps=eig_steps, rows=left)
+        for k, b in zip(left, e):
+            if b > values[k]:
+                values[k], how[k] = b, "eig"
+    for k in np.flatnonzero(proven):
+        how[k] = "exact"
+    info.update(backend=backend, row_methods=how, proven=proven)
+    method = "exact" if proven.all() else "sdp" if "sdp" in how else "eig"
+    return values, method
 
 
 def gap(energy, bound):

@@ -197,7 +197,7 @@ def _search_row(lat: RowLattice, x0: np.ndarray, energy0: float, deadline: float
     return best.astype(np.uint8), done, lat.beta + lb, int(st[kern.S_NODES])
 
 
-@register("bnb", presets={"60s": {"time_per_row": 60.0}})
+@register("bnb", presets={"5s": {"time_per_row": 5.0}, "60s": {"time_per_row": 60.0}})
 class BranchAndBound(Solver):
     """Branch and bound per row (box-constrained integer least squares, Schnorr-Euchner order,
     sorted variables, warm incumbent): proven optima or a certified gap at the time limit."""

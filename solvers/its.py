@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ITS", "ITSParams", "kernel_arrays"]
 
 INITS = ("nearest", "zeros", "random")
-#: Moves per row between two time checks.
-CHUNK_MOVES = 4096
+#: Element updates (moves x variables x rows) between two time checks: about 10 ms of work.
+CHUNK_WORK = 8_000_000
 #: Default moves per free variable when neither ``sweeps`` nor a time limit is given.
 DEFAULT_SWEEPS = 200.0
 
@@ -56,10 +56,14 @@ class ITSParams:
     Attributes:
         sweeps: moves per row as a multiple of its free variables; None: 200, or the whole
             ``time_limit`` when one is given.
-        tenure: fixed part of the tabu tenure (None: ``max(1, m / 100)``, ``m`` the row's free
+        tenure: fixed part of the tabu tenure (None: ``max(1, m / 40)``, ``m`` the row's free
             variables); a flipped variable is tabu for ``tenure + U{0..tenure_rand-1}``
             moves.
-        tenure_rand: width of the random part of the tenure.
+        tenure_rand: width of the random part of the tenure (None: ``max(10, m / 10)``). The
+            defaults were chosen on fc1 rows (m ~ 450, warm and cold starts) and Gset G1 (m = 800)
+            with the move budget fixed: ``m/100 + U{0..9}`` (the D2TS rule) stalls on both, a
+            tenure near m/10 suits the max-cut graphs and one near m/25 the layer rows; the wide
+            random part serves both.
         stall: moves without lowering the phase's best that end a tabu phase (None:
             ``max(1000, 10 m)``).
         perturb: ``(lo, hi)`` fractions of the free variables flipped at random to start a
@@ -67,22 +71,28 @@ class ITSParams:
         pool: elite solutions kept per row.
         init: start when none is given: ``nearest`` (``problem.prior >= 0.5``: nearest rounding for
             a layer, all zeros for a plain QUBO), ``zeros`` or ``random`` (Bernoulli(prior)).
+        target: stop a row as soon as its energy (offset included) is at or below this value
+            (time-to-target runs on public instances, whose best-known energies are published).
     """
 
     sweeps: float | None = None
     tenure: int | None = None
-    tenure_rand: int = 10
+    tenure_rand: int | None = None
     stall: int | None = None
     perturb: tuple[float, float] = (0.02, 0.1)
     pool: int = 10
     init: str = "nearest"
+    target: float | None = None
 
     def __post_init__(self) -> None:
         _positive("sweeps", self.sweeps, integer=False, allow_none=True)
         _positive("tenure", self.tenure, integer=True, allow_none=True)
-        _positive("tenure_rand", self.tenure_rand, integer=True)
+        _positive("tenure_rand", self.tenure_rand, integer=True, allow_none=True)
         _positive("stall", self.stall, integer=True, allow_none=True)
         _positive("pool", self.pool, integer=True)
+        if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
+                                        or not np.isfinite(self.target)):
+            raise ValueError(f"target must be a finite energy or None, got {self.target!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         pert = tuple(self.perturb) if isinstance(self.perturb, (tuple, list)) else None
@@ -157,8 +167,8 @@ def row_parameters(p: ITSParams, nfree: np.ndarray) -> np.ndarray:
 
     par = np.zeros((len(nfree), kern.N_PAR), np.int64)
     m = nfree.astype(np.int64)
-    par[:, kern.P_TENURE_BASE] = p.tenure if p.tenure is not None else np.maximum(1, m // 100)
-    par[:, kern.P_TENURE_RAND] = p.tenure_rand
+    par[:, kern.P_TENURE_BASE] = p.tenure if p.tenure is not None else np.maximum(1, m // 40)
+    par[:, kern.P_TENURE_RAND] = p.tenure_rand if p.tenure_rand is not None else np.maximum(10, m // 10)
     par[:, kern.P_STALL] = p.stall if p.stall is not None else np.maximum(1000, 10 * m)
     hi = np.maximum(1, np.ceil(p.perturb[1] * m)).astype(np.int64)
     par[:, kern.P_PERT_MAX] = hi
@@ -213,19 +223,23 @@ class ITS(Solver):
             f = np.flatnonzero(free[k])
             free_idx[k, :len(f)] = f
         ctr = np.zeros((rows, kern.N_CTR), np.int64)
+        if p.target is not None:
+            budget[e0 + problem.offset <= p.target] = 0  # already there
         ctr[:, kern.C_BUDGET] = budget
         flt = np.zeros((rows, kern.N_FLT))
         flt[:, kern.F_E] = flt[:, kern.F_BEST] = flt[:, kern.F_PHASE_BEST] = e0
         flt[:, kern.F_TOL] = tol
+        flt[:, kern.F_TARGET] = -np.inf if p.target is None else p.target - problem.offset
         state = dict(x=X, qx=qx, tabu=np.zeros((rows, n), np.int64), best_x=X.copy(), phase_x=X.copy(),
                      pool_x=np.zeros((rows, p.pool, n), np.uint8), pool_e=np.zeros((rows, p.pool)),
                      ctr=ctr, flt=flt)
         rng_state = kern.seed_states(seeds)
         status = "feasible"
+        chunk = max(16, CHUNK_WORK // max(1, rows * n))
         while True:
             kern.run_chunk(ka.A, ka.gidx, ka.s2, ka.h, qd, free, free_idx, nfree, state["x"], state["qx"],
                            state["tabu"], state["best_x"], state["phase_x"], state["pool_x"], state["pool_e"],
-                           ctr, flt, par, rng_state, CHUNK_MOVES)
+                           ctr, flt, par, rng_state, chunk)
             if ctr[:, kern.C_DONE].all():
                 break
             if deadline is not None and time.perf_counter() >= deadline:

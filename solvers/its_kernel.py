@@ -45,7 +45,8 @@ F_E = 0           # current energy (offset left out)
 F_BEST = 1        # best energy found
 F_PHASE_BEST = 2  # best energy of the current phase
 F_TOL = 3         # an improvement must exceed this
-N_FLT = 4
+F_TARGET = 4      # the row is done once its best energy is at or below this (-inf: never)
+N_FLT = 5
 # Parameters, entries of ``par`` (int64).
 P_TENURE_BASE = 0
 P_TENURE_RAND = 1
@@ -221,6 +222,9 @@ def run_chunk(A, gidx, s2, h, qd, free, free_idx, nfree, x, qx, tabu, best_x, ph
                 flt[k, F_BEST] = e
                 for j in range(n):
                     best_x[k, j] = x[k, j]
+                if e <= flt[k, F_TARGET]:
+                    ctr[k, C_BUDGET] = it + 1  # the target is reached: the row is done
+                    break
             if it + 1 - ctr[k, C_PHASE_LAST] >= par[k, P_STALL]:
                 # the phase is over: its best joins the elite pool, the next phase starts
                 ctr[k, C_PHASES] += 1

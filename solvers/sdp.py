@@ -38,13 +38,15 @@ class SDPParams:
     hyperplanes: int = 1000
     candidates: int = 8  # best distinct roundings per row that are polished
     polish: bool = True
-    max_variables: int = 300  # free variables per row accepted
+    max_variables: int | None = None  # free variables per row accepted (None: any)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("hyperplanes", "candidates", "max_variables"):
             v = getattr(self, name)
+            if v is None and name == "max_variables":
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
@@ -75,13 +77,13 @@ class SDP(Solver):
     certified SDP lower bound."""
 
     required_modules = ("cvxpy",)
-    max_variables = 300
     Params = SDPParams
 
-    def max_free(self) -> int:
+    def max_free(self) -> int | None:
+        limit = self.params.max_variables
         if self.params.backend == "clarabel":
-            return min(self.params.max_variables, CLARABEL_MAX_FREE)
-        return self.params.max_variables
+            return CLARABEL_MAX_FREE if limit is None else min(limit, CLARABEL_MAX_FREE)
+        return limit
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         with one_blas_thread():

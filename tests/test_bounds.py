@@ -142,16 +142,19 @@ def test_lower_bound_auto_method_choice():
     assert b.method == "exact" and b.seconds >= 0
     np.testing.assert_allclose(b.values, _optimum(small))
     mid = _dense(2, 30)
-    b = lower_bound(mid)
+    b = lower_bound(mid)  # beyond enumeration: the branch and bound proves it
+    assert b.method == "exact" and b.info["row_methods"] == ["exact"]
+    np.testing.assert_allclose(b.values, get_solver("bnb").solve(mid).best_energies, rtol=1e-9)
+    b = lower_bound(mid, bnb_seconds=None)
     assert b.method == "sdp" and b.info["backend"] == "bm"
     assert b.values[0] == pytest.approx(sdp_bound(mid, 0).bound, rel=1e-6)
-    b = lower_bound(mid, sdp_max_free=25)
+    b = lower_bound(mid, bnb_seconds=None, sdp_max_free=25)
     assert b.method == "eig"
     np.testing.assert_allclose(b.values, eig_bound(mid))
     # the choice uses the largest row: fixing variables brings it back to exact
     fixed = _layer(3, 2, 30, nfix=8)
     assert lower_bound(fixed).method == "exact"
-    assert lower_bound(fixed, exact_max_free=21).method == "sdp"
+    assert lower_bound(fixed, exact_max_free=21, bnb_seconds=None).method == "sdp"
     assert b.total == pytest.approx(b.values.sum())
 
 

@@ -85,6 +85,21 @@ def test_bnb_stopped_by_its_time_limit_reports_a_valid_gap(monkeypatch):
     assert (cut.lower_bound <= cut.best_energies).all()
 
 
+def test_lower_bound_combines_bnb_proofs_with_sdp_and_eig_where_it_stops(monkeypatch):
+    from qubo_round.bounds import eig_bound, lower_bound
+    p = layer(8, 3, 22, collinear=True)
+    opt = get_solver("exact").solve(p).best_energies
+    tol = 1e-9 * (1 + np.abs(opt))
+    b = lower_bound(p, exact_max_free=10)
+    assert b.method == "exact" and b.info["proven"].all()
+    np.testing.assert_allclose(b.values, opt, rtol=1e-9, atol=1e-9)
+    monkeypatch.setattr(bnb, "CHUNK_VISITS", 1)
+    cut = lower_bound(p, exact_max_free=10, bnb_seconds=1e-6)
+    assert not cut.info["proven"].any() and set(cut.info["row_methods"]) <= {"sdp", "eig"}
+    assert (cut.values <= opt + tol).all()
+    assert (cut.values >= eig_bound(p) - tol).all()
+
+
 # --------------------------------------------------------------------------- iterated tabu search
 
 @settings(max_examples=25, deadline=None)
