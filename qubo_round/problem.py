@@ -112,6 +112,27 @@ class QUBOFamily(abc.ABC):
         return flip_energy_deltas(Xf, QX, self.diagonal, self.fixed_mask)
 
     @property
+    def inert(self) -> np.ndarray:
+        """(rows, n) bool: variables whose column of ``Q_k`` is zero (a dead input feature of a
+        layer: zero row and column of the covariance and zero linear term). Flipping one never
+        changes the energy, so a local search should not move them: each is a free sideways step,
+        and a tabu search spends its moves cycling through them instead of searching."""
+        out = np.zeros(self.shape, bool)
+        for k in range(self.rows):
+            out[k] = ~np.any(self.matrix(k) != 0, axis=0)
+        return out
+
+    def with_inert_fixed(self, X: np.ndarray) -> "QUBOFamily":
+        """The same family with its free inert variables fixed at their values in ``X`` (rows, n):
+        the same energy for every assignment that agrees with ``X`` there."""
+        import dataclasses
+        inert = self.inert & ~self.fixed_mask
+        if not inert.any():
+            return self
+        return dataclasses.replace(self, fixed_mask=self.fixed_mask | inert,
+                                   fixed_value=np.where(inert, np.asarray(X, np.uint8), self.fixed_value))
+
+    @property
     def rows(self) -> int:
         return self.shape[0]
 
@@ -262,6 +283,11 @@ class LayerQUBO(QUBOFamily):
         else:
             AX = np.einsum("rcd,...rd->...rc", self.A, X)
         return self.scale[:, None] ** 2 * AX + self.linear * X
+
+    @property
+    def inert(self) -> np.ndarray:
+        zero = ~np.any(self.A != 0, axis=-2)  # (n,) or (rows, n): A is symmetric
+        return np.broadcast_to(zero, self.shape) & (self.linear == 0)
 
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         r, idx = np.asarray(r), np.asarray(idx)

@@ -116,15 +116,6 @@ class KernelArrays:
     h: np.ndarray
 
     @property
-    def inert(self) -> np.ndarray:
-        """(rows, n) bool: variables whose column of ``Q_k`` is zero. Flipping one never changes
-        the energy (a dead input feature: zero row and column of the covariance ``H`` and zero
-        linear term), so a local search must not move them: every such move is a free sideways
-        step, and a tabu search spends its moves cycling through them instead of searching."""
-        zero = ~np.any(self.A != 0, axis=1)  # (G, n): A symmetric, so zero rows = zero columns
-        return zero[self.gidx] & (self.h == 0)
-
-    @property
     def diagonal(self) -> np.ndarray:
         """(rows, n) ``diag Q_k``."""
         return self.s2[:, None] * np.diagonal(self.A, axis1=1, axis2=2)[self.gidx] + self.h
@@ -195,7 +186,7 @@ class ITS(Solver):
         p = self.params
         rows, n = problem.shape
         ka = kernel_arrays(problem)
-        free = ~problem.fixed_mask & ~ka.inert
+        free = ~problem.fixed_mask & ~problem.inert  # dead inputs never move
         nfree = free.sum(axis=1).astype(np.int64)
         seeds = row_seeds(rng, problem)
         if start is not None:

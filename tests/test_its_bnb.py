@@ -13,7 +13,6 @@ from qubo_round.solvers import bnb
 from qubo_round.solvers.bnb import row_lattice
 from qubo_round.solvers.composite import Chain
 from qubo_round.solvers.greedy import steepest_descent
-from qubo_round.solvers.its import kernel_arrays
 
 
 def layer(seed: int, rows: int, cols: int, bits: int = 2, dead: int = 0, collinear: bool = False):
@@ -117,7 +116,7 @@ def test_its_is_never_worse_than_steepest_descent_from_its_start(seed, cols, dea
 
 def test_its_never_moves_dead_inputs_and_rows_do_not_influence_each_other():
     p = layer(11, 6, 30, dead=4)
-    inert = kernel_arrays(p).inert
+    inert = p.inert
     assert inert[:, -4:].all() and not inert[:, :-4].any()
     start = p.apply_fixed(np.ones(p.shape, np.uint8))
     r = get_solver("its", sweeps=50).solve(p, seed=7, start=start)
@@ -127,6 +126,20 @@ def test_its_never_moves_dead_inputs_and_rows_do_not_influence_each_other():
     for k in (0, 3, 5):
         alone = get_solver("its", sweeps=50).solve(p.select_rows(np.array([k])), seed=7, start=start[k:k + 1])
         assert np.array_equal(alone.best[0], r.best[k])
+
+
+def test_inert_variables_are_the_zero_columns_and_fixing_them_keeps_every_energy():
+    from qubo_round.problem import QUBOFamily
+    p = layer(12, 3, 10, dead=3)
+    generic = QUBOFamily.inert.fget(p)  # from the dense Q_k of every row
+    assert np.array_equal(p.inert, generic) and generic[:, -3:].all()
+    X = np.random.default_rng(0).integers(0, 2, size=(5, *p.shape)).astype(np.uint8)
+    q = p.with_inert_fixed(X[0])
+    Y = q.apply_fixed(X)
+    np.testing.assert_allclose(q.energies(Y), p.energies(Y), rtol=1e-12, atol=1e-12)
+    r = get_solver("tabu", timeout_ms=5).solve(p, seed=0, start=p.apply_fixed(X[0]))
+    moved = r.samples != p.apply_fixed(X[0])[None]
+    assert not (moved & p.inert[None]).any()
 
 
 def test_its_is_deterministic_and_seed_dependent_on_a_hard_instance(qubo_data):
