@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ITS", "ITSParams", "kernel_arrays"]
 
 INITS = ("nearest", "zeros", "random")
-#: Element updates (moves x variables x rows) between two time checks: about 10 ms of work.
-CHUNK_WORK = 8_000_000
+#: Element updates (moves x variables x rows) between two time checks: a few ms of work.
+CHUNK_WORK = 2_000_000
 #: Default moves per free variable when neither ``sweeps`` nor a time limit is given.
 DEFAULT_SWEEPS = 200.0
 
@@ -228,12 +228,15 @@ class ITS(Solver):
         status = "feasible"
         chunk = max(16, CHUNK_WORK // max(1, rows * n))
         while True:
+            tc = time.perf_counter()
             kern.run_chunk(ka.A, ka.gidx, ka.s2, ka.h, qd, free, free_idx, nfree, state["x"], state["qx"],
                            state["tabu"], state["best_x"], state["phase_x"], state["pool_x"], state["pool_e"],
                            ctr, flt, par, rng_state, chunk)
             if ctr[:, kern.C_DONE].all():
                 break
-            if deadline is not None and time.perf_counter() >= deadline:
+            now = time.perf_counter()
+            # stop before a chunk that would end past the deadline (a chunk takes ~ms)
+            if deadline is not None and now + (now - tc) >= deadline:
                 status = "time_limit" if sweeps is not None else "feasible"
                 break
         seconds = time.perf_counter() - t0

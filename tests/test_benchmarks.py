@@ -64,3 +64,26 @@ def test_construction_speed_tiny_run(tmp_path):
     md = out.with_suffix(".md").read_text()
     total = sum(r["plain_s"] for r in d["search"]) / sum(r["library_s"] for r in d["search"])
     assert f"**{total:.2f}x**" in md
+
+
+def test_certified_gaps_tiny_run(tmp_path):
+    """The per-row certified-gap report reads a bench run's bounds and its problems: with the
+    exact solver every row's gap is 0, with greedy none is negative and some are not 0."""
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "qubo_round.cli", "bench", "--suite", "digits-small", "--solver",
+                        "nearest", "--bits", "2", "--limit", "1", "--out", str(run), "--workers", "1",
+                        "--no-progress"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import certified_gaps
+    finally:
+        sys.path.pop(0)
+    for solvers, exact in ((["exact"], True), (["greedy"], False)):
+        out = tmp_path / f"cg-{solvers[0]}"
+        certified_gaps.main(["--run-dir", str(run), "--bits", "2", "--solvers", *solvers, "--out", str(out)])
+        import pandas as pd
+        d = pd.read_csv(out.with_suffix(".csv"))
+        assert len(d) == 16 and (d.gap >= 0).all() and (d.bound_kind == "exact").all()
+        assert (d.gap.max() < 1e-9) if exact else (d.gap.max() > 1e-6)
+        assert "**all** | 2 | 16" in out.with_suffix(".md").read_text()
