@@ -6,12 +6,13 @@ calibration images, seed 0: the problems of ``qubo-round problem --model digits 
 * ``rows``: rows 0-3 of fc1 at 2 bits, each row solved alone, every solver's energy (the row's
   reconstruction loss, offset included) at a budget of 0.25 s, 1 s and 5 s per row. Solvers that take no
   time budget (gptq, adaround, greedy) run once; their own time is shown.
+* ``proofs``: the branch and bound (``bnb/60s``) on every row of fc2 and conv3 at those bits.
 * ``layers``: every layer (conv1, conv2, conv3's four groups, fc1, fc2) at 2 and 3 bits: the
   whole-layer total of every solver with its defaults, and of our composites given the wall
   time ``adaround`` took on the same problem as their time limit; the best total of the solvers
   we had before, and whether the composite is at or below it.
 
-    python benchmarks/layer_solvers.py [--part rows|layers|all] [--budgets 1 5] [--bits 2 3]
+    python benchmarks/layer_solvers.py [--part rows|layers|proofs|all] [--budgets 1 5] [--bits 2 3]
         [--out benchmarks/results/layer_solvers]
 
 Writes ``OUT.json``, ``OUT.md`` and (part ``rows``) ``OUT_time_to_target.png``, the energy each
@@ -156,6 +157,21 @@ def plot_rows(R: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def part_proofs(bits_list: list[int], seed: int) -> list[dict]:
+    """``bnb/60s`` on every row of fc2 and of conv3's groups: proven rows, nodes, seconds."""
+    out = []
+    _solve("its", build("fc2", 2)[0], seed, params={"sweeps": 1})  # load the compiled kernels, untimed
+    for bits in bits_list:
+        for layer in ("fc2", "conv3"):
+            for g, p in enumerate(build(layer, bits)):
+                r, s = _solve("bnb/60s", p, seed)
+                out.append({"layer": layer, "group": g, "bits": bits, "rows": p.rows, "max_free": int(p.num_free.max()),
+                            "proven": int(r.info["proven"].sum()), "max_nodes": int(r.info["nodes"].max()),
+                            "seconds": s, "energy": r.energy})
+                print(f"  {layer} g{g} W{bits}: {out[-1]['proven']}/{p.rows} proven in {s:.1f} s", file=sys.stderr)
+    return out
+
+
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['machine']}; seed {report['seed']}.", ""]
     if "rows" in report:
@@ -166,6 +182,14 @@ def markdown(report: dict) -> str:
         for name, v in R["energies"].items():
             secs = "" if "@" in name else f" (own time {max(v['seconds']):.2f} s)"
             lines.append(f"| {name}{secs} | " + " | ".join(f"{e:.6g}" for e in v["energy"]) + " |")
+        lines.append("")
+    if "proofs" in report:
+        lines += ["### Branch and bound (`bnb/60s`, 60 s per row at most): proofs on fc2 and conv3", "",
+                  "| layer | group | bits | rows | max free | proven | most nodes in a row | seconds (group) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for P in report["proofs"]:
+            lines.append(f"| {P['layer']} | {P['group']} | {P['bits']} | {P['rows']} | {P['max_free']} | "
+                         f"{P['proven']}/{P['rows']} | {P['max_nodes']} | {P['seconds']:.1f} |")
         lines.append("")
     if "layers" in report:
         lines += ["### Whole layers: total loss per solver (composites limited to adaround's wall time)", "",
@@ -184,7 +208,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("rows", "layers", "all"), default="all")
+    ap.add_argument("--part", choices=("rows", "layers", "proofs", "all"), default="all")
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.25, 1.0, 5.0])
     ap.add_argument("--bits", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--seed", type=int, default=0)
@@ -197,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"] = part_rows(a.budgets, a.seed)
     if a.part in ("layers", "all"):
         report["layers"] = part_layers(a.bits, a.seed)
+    if a.part in ("proofs", "all"):
+        report["proofs"] = part_proofs(a.bits, a.seed)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     md = markdown(report)
