@@ -88,7 +88,7 @@ class RowLattice:
         free: (m,) the row's variables searched, in search order (``order`` applied).
         decided: (n,) int8: -1 for searched variables, else the value set before the search
             (fixed by the problem, or uncoupled and set to its best value).
-        c: the constant of the reduced row (for energies).
+        delta: the diagonal shift added to the convex part (and taken off the linear part).
     """
 
     R: np.ndarray
@@ -130,7 +130,7 @@ def _order(P: np.ndarray) -> np.ndarray:
 
 def row_lattice(problem: QUBOFamily, k: int) -> tuple[RowLattice, float]:
     """Row ``k`` of ``problem`` in lattice form; returns ``(lattice, c)`` with ``c`` the constant of
-    :meth:`QUBOFamily.reduced` (plus the decided variables' energy)."""
+    :meth:`QUBOFamily.reduced` plus the uncoupled variables' energy at their best values."""
     Qf, c, free = problem.reduced(k)
     decided = np.where(problem.fixed_mask[k], problem.fixed_value[k], -1).astype(np.int8)
     off = Qf - np.diag(np.diag(Qf))

@@ -20,7 +20,6 @@ lower bound of everything not yet explored when a time limit stops it.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 # entries of the int64 state vector ``st``
