@@ -26,7 +26,7 @@ import numpy as np
 
 from qubo_round.problem import DenseQUBO, LayerQUBO, QUBOFamily
 
-from .base import Solver
+from .base import CapabilityError, Solver
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ITS", "ITSParams", "kernel_arrays"]
 
 INITS = ("nearest", "zeros", "random")
+BACKENDS = ("numba", "torch")
+DEVICES = ("cpu", "cuda")
 #: Element updates (moves x variables x rows) between two time checks: a few ms of work.
 CHUNK_WORK = 2_000_000
 #: Default moves per free variable when neither ``sweeps`` nor a time limit is given.
@@ -73,6 +75,10 @@ class ITSParams:
             a layer, all zeros for a plain QUBO), ``zeros`` or ``random`` (Bernoulli(prior)).
         target: stop a row as soon as its energy (offset included) is at or below this value
             (time-to-target runs on public instances, whose best-known energies are published).
+        backend: ``numba`` (the compiled kernel, one CPU thread per row) or ``torch`` (every row
+            one move per step as batched tensor operations, :mod:`~qubo_round.solvers.its_torch`:
+            for a GPU; no elite pool, and a row's random draws depend on the rows beside it).
+        device: ``cpu`` or ``cuda`` (``torch`` backend only).
     """
 
     sweeps: float | None = None
@@ -83,6 +89,8 @@ class ITSParams:
     pool: int = 10
     init: str = "nearest"
     target: float | None = None
+    backend: str = "numba"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         _positive("sweeps", self.sweeps, integer=False, allow_none=True)
@@ -93,6 +101,10 @@ class ITSParams:
         if self.target is not None and (isinstance(self.target, bool) or not isinstance(self.target, (int, float))
                                         or not np.isfinite(self.target)):
             raise ValueError(f"target must be a finite energy or None, got {self.target!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.device not in DEVICES or (self.device == "cuda" and self.backend != "torch"):
+            raise ValueError(f"device must be one of {DEVICES} ('cuda' with backend='torch'), got {self.device!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         pert = tuple(self.perturb) if isinstance(self.perturb, (tuple, list)) else None
@@ -170,6 +182,7 @@ def row_parameters(p: ITSParams, nfree: np.ndarray) -> np.ndarray:
 @register("its", presets={
     "fast": {"sweeps": 20},
     "long": {"sweeps": 5000},
+    "gpu": {"backend": "torch", "device": "cuda"},
 })
 class ITS(Solver):
     """Iterated tabu search (one-flip moves, elite pool, perturbations), all rows in parallel in
@@ -177,6 +190,14 @@ class ITS(Solver):
 
     required_modules = ("numba",)
     Params = ITSParams
+
+    def check(self, problem: QUBOFamily) -> None:
+        super().check(problem)
+        if self.params.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise CapabilityError("solver 'its' with device='cuda' needs a CUDA GPU and none is available; "
+                                      "use device='cpu'")
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         from . import its_kernel as kern
@@ -224,6 +245,12 @@ class ITS(Solver):
         state = dict(x=X, qx=qx, tabu=np.zeros((rows, n), np.int64), best_x=X.copy(), phase_x=X.copy(),
                      pool_x=np.zeros((rows, p.pool, n), np.uint8), pool_e=np.zeros((rows, p.pool)),
                      ctr=ctr, flt=flt)
+        if p.backend == "torch":
+            from .its_torch import search
+            best, moves, cut = search(ka, qd, free, X, par, budget, tol, flt[:, kern.F_TARGET], seed=int(seeds[0]),
+                                      device=p.device, deadline=deadline)
+            status = "time_limit" if cut and sweeps is not None else "feasible"
+            return best[None], {"status": status, "moves": moves}
         rng_state = kern.seed_states(seeds)
         status = "feasible"
         chunk = max(16, CHUNK_WORK // max(1, rows * n))

@@ -190,3 +190,37 @@ def test_chain_is_no_worse_than_its_stages_and_keeps_their_bounds():
         get_solver("greedy>its", sweeps=3)
     with pytest.raises(ParameterError, match="chain"):
         get_solver("chain", solvers=("chain", "its"))
+
+
+# --------------------------------------------------------------------------- its, torch backend
+
+def test_its_torch_backend_passes_the_conformance_kit_and_reaches_bqp50(qubo_data):
+    from qubo_round.solvers.conformance import check_solver
+    check_solver(get_solver("its", backend="torch", sweeps=20))
+    bk = best_known(qubo_data)
+    for k in (1, 4, 9):  # the three bqp50 instances the numba kernel needed the most moves for
+        p = load_instance(f"orlib/bqp50.txt#{k}", data_dir=qubo_data)
+        r = get_solver("its", backend="torch", sweeps=200).solve(p, seed=0)
+        assert p.objective(r.energy) == bk[p.meta["name"]], p.meta["name"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), cols=st.integers(2, 30), dead=st.integers(0, 2))
+def test_its_torch_backend_is_never_worse_than_descent_and_keeps_dead_inputs(seed, cols, dead):
+    p = layer(seed, 3, cols, dead=min(dead, cols - 1))
+    x0 = p.apply_fixed((p.prior >= 0.5).astype(np.uint8))
+    down, _ = steepest_descent(p, x0[None])
+    r = get_solver("its", backend="torch", sweeps=5).solve(p, seed=1, start=x0)
+    tol = 1e-9 * (1 + np.abs(p.energies(down[0])))
+    assert (r.best_energies <= p.energies(down[0]) + tol).all()
+    assert not ((r.best != x0) & p.inert).any()
+
+
+def test_its_device_is_checked_before_any_work():
+    import torch
+    with pytest.raises(ValueError, match="device"):
+        get_solver("its", device="cuda")  # the numba kernel runs on the CPU only
+    if not torch.cuda.is_available():
+        from qubo_round.solvers import CapabilityError
+        with pytest.raises(CapabilityError, match="CUDA"):
+            get_solver("its/gpu").solve(layer(0, 2, 5))
