@@ -36,7 +36,7 @@ from .problem import DenseQUBO, QUBOFamily
 log = logging.getLogger(__name__)
 
 __all__ = ["read_bqp", "read_gka", "read_gset", "cut_value", "load_instance", "best_known",
-           "gka_name", "DATA_ENV"]
+           "gka_name", "toroidal_grid", "DATA_ENV"]
 
 #: Environment variable naming the default data directory searched by :func:`load_instance`.
 DATA_ENV = "QUBO_ROUND_DATA"
@@ -350,14 +350,47 @@ def read_gset(path: PathLike) -> DenseQUBO:
     loops = ij[:, 0] == ij[:, 1]
     if loops.any():
         log.warning("%s: %d self-loop(s) ignored (they never cross a cut)", path, int(loops.sum()))
-    i, j, w = ij[~loops, 0], ij[~loops, 1], table[~loops, 2]
+    Q = _cut_matrix(n, ij[~loops, 0], ij[~loops, 1], table[~loops, 2])
+    edges = np.column_stack([ij.astype(np.float64), table[:, 2]])
+    return _max_instance(Q, path.name.removesuffix(".txt"), "gset", path, edges=edges)
+
+
+def _cut_matrix(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Qc`` with ``x^T Qc x`` the weight of the cut ``{i : x_i = 1}`` (no self-loops)."""
     Q = np.zeros((n, n))
     np.add.at(Q, (i, i), w)
     np.add.at(Q, (j, j), w)
     np.add.at(Q, (i, j), -w)
     np.add.at(Q, (j, i), -w)
-    edges = np.column_stack([ij.astype(np.float64), table[:, 2]])
-    return _max_instance(Q, path.name.removesuffix(".txt"), "gset", path, edges=edges)
+    return Q
+
+
+def toroidal_grid(rows: int, cols: int, *, weights: str = "unit", seed: int = 0) -> DenseQUBO:
+    """Max-cut on a ``rows x cols`` toroidal grid (each vertex joined to its four neighbours,
+    wrapping around), the sparse graphs of the Gset kind (G48-G50: unit weights, G62 on: +-1).
+
+    ``weights="unit"``: every edge weight 1; with both sides even the torus is bipartite and the
+    maximum cut is every edge, ``2 rows cols`` (``meta['optimum']``), a known target for any
+    size. ``weights="pm1"``: independent uniform +-1 weights from ``seed`` (a 2D spin glass; no
+    optimum is known). Vertex ``(r, c)`` is ``r * cols + c``.
+
+    Returns:
+        DenseQUBO with ``meta['sense'] = 'max'``, ``meta['edges']`` (m, 3) 0-based, and
+        ``meta['optimum']`` when known.
+    """
+    if rows < 3 or cols < 3:
+        raise ValueError(f"toroidal_grid needs rows and cols >= 3 (no double edges), got {rows} x {cols}")
+    if weights not in ("unit", "pm1"):
+        raise ValueError(f"weights must be 'unit' or 'pm1', got {weights!r}")
+    v = np.arange(rows * cols).reshape(rows, cols)
+    i = np.concatenate([v.ravel(), v.ravel()])
+    j = np.concatenate([np.roll(v, -1, axis=1).ravel(), np.roll(v, -1, axis=0).ravel()])
+    w = np.ones(len(i)) if weights == "unit" else np.random.default_rng(seed).choice([-1.0, 1.0], size=len(i))
+    extra: dict = {"edges": np.column_stack([i, j, w]).astype(np.float64)}
+    if weights == "unit" and rows % 2 == 0 and cols % 2 == 0:
+        extra["optimum"] = float(len(i))
+    name = f"torus{rows}x{cols}-{weights}" + (f"-s{seed}" if weights == "pm1" else "")
+    return _max_instance(_cut_matrix(rows * cols, i, j, w), name, "generated", Path("<generated>"), **extra)
 
 
 def cut_value(edges: np.ndarray, x: np.ndarray) -> float | np.ndarray:

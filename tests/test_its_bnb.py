@@ -224,3 +224,19 @@ def test_its_device_is_checked_before_any_work():
         from qubo_round.solvers import CapabilityError
         with pytest.raises(CapabilityError, match="CUDA"):
             get_solver("its/gpu").solve(layer(0, 2, 5))
+
+
+def test_toroidal_grid_generator_and_its_on_the_bipartite_torus():
+    from qubo_round.instances import cut_value, toroidal_grid
+    p = toroidal_grid(6, 8)
+    assert p.n == 48 and len(p.meta["edges"]) == 96 and p.meta["optimum"] == 96.0
+    x = (np.add.outer(np.arange(6), np.arange(8)) % 2).ravel().astype(np.uint8)  # the checkerboard
+    assert p.objective(p.energy(x[None])) == cut_value(p.meta["edges"], x) == 96.0
+    r = get_solver("its", sweeps=200).solve(p, seed=0)
+    assert p.objective(r.energy) == 96.0
+    q = toroidal_grid(5, 7, weights="pm1", seed=3)
+    assert "optimum" not in q.meta and set(q.meta["edges"][:, 2]) == {-1.0, 1.0}
+    y = np.random.default_rng(0).integers(0, 2, size=q.n).astype(np.uint8)
+    assert q.objective(q.energy(y[None])) == cut_value(q.meta["edges"], y)
+    with pytest.raises(ValueError, match="rows and cols"):
+        toroidal_grid(2, 5)
