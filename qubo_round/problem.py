@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -125,11 +125,10 @@ class QUBOFamily(abc.ABC):
     def with_inert_fixed(self, X: np.ndarray) -> "QUBOFamily":
         """The same family with its free inert variables fixed at their values in ``X`` (rows, n):
         the same energy for every assignment that agrees with ``X`` there."""
-        import dataclasses
         inert = self.inert & ~self.fixed_mask
         if not inert.any():
             return self
-        return dataclasses.replace(self, fixed_mask=self.fixed_mask | inert,
+        return replace(self, fixed_mask=self.fixed_mask | inert,
                                    fixed_value=np.where(inert, np.asarray(X, np.uint8), self.fixed_value))
 
     @property

@@ -128,10 +128,11 @@ def _order(P: np.ndarray) -> np.ndarray:
     return pos
 
 
-def row_lattice(problem: QUBOFamily, k: int) -> tuple[RowLattice, float]:
-    """Row ``k`` of ``problem`` in lattice form; returns ``(lattice, c)`` with ``c`` the constant of
-    :meth:`QUBOFamily.reduced` plus the uncoupled variables' energy at their best values."""
-    Qf, c, free = problem.reduced(k)
+def row_lattice(problem: QUBOFamily, k: int,
+                reduced: tuple[np.ndarray, float, np.ndarray] | None = None) -> RowLattice:
+    """Row ``k`` of ``problem`` in lattice form; ``reduced``: the row's :meth:`QUBOFamily.reduced`
+    when the caller has it already."""
+    Qf, c, free = problem.reduced(k) if reduced is None else reduced
     decided = np.where(problem.fixed_mask[k], problem.fixed_value[k], -1).astype(np.int8)
     off = Qf - np.diag(np.diag(Qf))
     lone = ~np.any(off != 0, axis=1)
@@ -143,7 +144,7 @@ def row_lattice(problem: QUBOFamily, k: int) -> tuple[RowLattice, float]:
         Qf, free = Qf[np.ix_(keep, keep)], free[keep]
     m = len(free)
     if m == 0:
-        return RowLattice(np.zeros((0, 0)), np.zeros(0), c, free, decided, 0.0), c
+        return RowLattice(np.zeros((0, 0)), np.zeros(0), c, free, decided, 0.0)
     P = _convex_part(problem, k, free, Qf)
     # a diagonal shift delta keeps P's condition number at most MAX_COND (exact: the linear part
     # takes -delta), so that u = -P^{-1} q / 2 and beta stay of moderate size and the partial
@@ -164,7 +165,7 @@ def row_lattice(problem: QUBOFamily, k: int) -> tuple[RowLattice, float]:
     q = (np.diag(Qf) - np.diag(Pd))[order]
     u = -np.linalg.solve(Po, q) / 2.0
     beta = float(c - u @ Po @ u)
-    return RowLattice(R, u, beta, free[order], decided, delta), c
+    return RowLattice(R, u, beta, free[order], decided, delta)
 
 
 def _search_row(lat: RowLattice, x0: np.ndarray, energy0: float, deadline: float | None):
@@ -223,7 +224,8 @@ class BranchAndBound(Solver):
         nodes = np.zeros(problem.rows, np.int64)
 
         def one(k: int):
-            lat, _ = row_lattice(problem, k)
+            Qr, cr, fr = problem.reduced(k)
+            lat = row_lattice(problem, k, (Qr, cr, fr))
             row_deadline = deadline
             if p.time_per_row is not None:
                 mine = time.perf_counter() + p.time_per_row
@@ -231,7 +233,6 @@ class BranchAndBound(Solver):
             x_dec = lat.decided
             x = X[k].copy()
             x[x_dec >= 0] = x_dec[x_dec >= 0]
-            Qr, cr, fr = problem.reduced(k)
             xr = x[fr].astype(np.float64)
             e0 = float(xr @ Qr @ xr + cr)  # the incumbent with the uncoupled variables at their best
             y, done, bound, cnt = _search_row(lat, x[lat.free], e0, row_deadline)

@@ -60,9 +60,7 @@ class Chain(Solver):
         self.needs_space = any(s.needs_space for s in self.stages)
 
     def check(self, problem: QUBOFamily) -> None:
-        if not isinstance(problem, QUBOFamily):
-            raise TypeError(f"solvers take a QUBOFamily (LayerQUBO or DenseQUBO), got {type(problem).__name__}")
-        for s in self.stages:
+        for s in self.stages:  # every stage's own check (its first refuses anything but a QUBOFamily)
             try:
                 s.check(problem)
             except CapabilityError as e:

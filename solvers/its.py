@@ -11,9 +11,10 @@ None the budget is 200 per free variable, or, under a ``time_limit``, the whole 
 search uses the time it is given). A run that stops on its move budget is deterministic for a given
 seed on a given machine; a run cut by the clock depends on the machine's speed.
 
-Rows never influence each other: row ``k``'s generator is seeded from the solve's seed and ``k``
-alone, so a row gets the same result whether it is solved alone or beside others (under a move
-budget).
+Rows never influence each other (numba backend): row ``k``'s generator is seeded from the solve's
+seed and row ``k``'s own data (:func:`row_seeds`), and its parameters come from its own free count
+(:func:`row_parameters`), so a row gets the same result alone, beside others or at another
+position (under a move budget).
 """
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ class ITSParams:
             variables); a flipped variable is tabu for ``tenure + U{0..tenure_rand-1}``
             moves.
         tenure_rand: width of the random part of the tenure (None: ``max(10, m / 10)``). The
-            defaults were chosen on fc1 rows (m ~ 450, warm and cold starts) and Gset G1 (m = 800)
-            with the move budget fixed: ``m/100 + U{0..9}`` (the D2TS rule) stalls on both, a
+            defaults were chosen in ad-hoc trials (not a command of the repo) on fc1 rows
+            (m ~ 450, warm and cold starts) and Gset G1 (m = 800) with the move budget fixed: ``m/100 + U{0..9}`` (the D2TS rule) stalls on both, a
             tenure near m/10 suits the max-cut graphs and one near m/25 the layer rows; the wide
             random part serves both.
         stall: moves without lowering the phase's best that end a tabu phase (None:
@@ -230,35 +231,31 @@ class ITS(Solver):
         budget = np.full(rows, np.iinfo(np.int64).max // 4, np.int64) if sweeps is None else \
             np.maximum(1, np.ceil(sweeps * nfree)).astype(np.int64)
         par = row_parameters(p, nfree)
-        free_idx = np.zeros((rows, n), np.int64)
-        for k in range(rows):
-            f = np.flatnonzero(free[k])
-            free_idx[k, :len(f)] = f
-        ctr = np.zeros((rows, kern.N_CTR), np.int64)
         if p.target is not None:
             budget[e0 + problem.offset <= p.target] = 0  # already there
+        target = np.full(rows, -np.inf) if p.target is None else p.target - problem.offset
+        if p.backend == "torch":
+            from .its_torch import search
+            best, moves, cut = search(ka, qd, free, X, par, budget, tol, target, seed=int(seeds[0]),
+                                      device=p.device, deadline=deadline)
+            status = "time_limit" if cut and sweeps is not None else "feasible"
+            return best[None], {"status": status, "moves": moves}
+        free_idx = np.argsort(~free, axis=1, kind="stable")  # each row's free variables first
+        ctr = np.zeros((rows, kern.N_CTR), np.int64)
         ctr[:, kern.C_BUDGET] = budget
         flt = np.zeros((rows, kern.N_FLT))
         flt[:, kern.F_E] = flt[:, kern.F_BEST] = flt[:, kern.F_PHASE_BEST] = e0
         flt[:, kern.F_TOL] = tol
-        flt[:, kern.F_TARGET] = -np.inf if p.target is None else p.target - problem.offset
-        state = dict(x=X, qx=qx, tabu=np.zeros((rows, n), np.int64), best_x=X.copy(), phase_x=X.copy(),
-                     pool_x=np.zeros((rows, p.pool, n), np.uint8), pool_e=np.zeros((rows, p.pool)),
-                     ctr=ctr, flt=flt)
-        if p.backend == "torch":
-            from .its_torch import search
-            best, moves, cut = search(ka, qd, free, X, par, budget, tol, flt[:, kern.F_TARGET], seed=int(seeds[0]),
-                                      device=p.device, deadline=deadline)
-            status = "time_limit" if cut and sweeps is not None else "feasible"
-            return best[None], {"status": status, "moves": moves}
+        flt[:, kern.F_TARGET] = target
+        tabu, best_x, phase_x = np.zeros((rows, n), np.int64), X.copy(), X.copy()
+        pool_x, pool_e = np.zeros((rows, p.pool, n), np.uint8), np.zeros((rows, p.pool))
         rng_state = kern.seed_states(seeds)
         status = "feasible"
         chunk = max(16, CHUNK_WORK // max(1, rows * n))
         while True:
             tc = time.perf_counter()
-            kern.run_chunk(ka.A, ka.gidx, ka.s2, ka.h, qd, free, free_idx, nfree, state["x"], state["qx"],
-                           state["tabu"], state["best_x"], state["phase_x"], state["pool_x"], state["pool_e"],
-                           ctr, flt, par, rng_state, chunk)
+            kern.run_chunk(ka.A, ka.gidx, ka.s2, ka.h, qd, free, free_idx, nfree, X, qx, tabu, best_x, phase_x,
+                           pool_x, pool_e, ctr, flt, par, rng_state, chunk)
             if ctr[:, kern.C_DONE].all():
                 break
             now = time.perf_counter()
@@ -270,4 +267,4 @@ class ITS(Solver):
         moves = ctr[:, kern.C_IT].copy()
         log.info("its: %d rows, %d moves in %.2f s (%.3g moves/s)", rows, int(moves.sum()), seconds,
                  moves.sum() / max(seconds, 1e-9))
-        return state["best_x"][None], {"status": status, "moves": moves, "phases": ctr[:, kern.C_PHASES].copy()}
+        return best_x[None], {"status": status, "moves": moves, "phases": ctr[:, kern.C_PHASES].copy()}

@@ -8,8 +8,9 @@ per row for per-row Hessians, ``s2 = 1, h = 0`` for a plain dense QUBO). A singl
     d_i = 2 delta_i (Q x)_i + Q_ii
 
 and the local fields ``(Q x)_j`` by ``delta_i Q_ji``, so one move costs one pass over row ``i``
-of ``A_g`` (contiguous: ``A`` is symmetric), and that same pass also scans the new deltas for the
-next move. Rows are independent: :func:`run_chunk` advances every active row by up to ``moves``
+of ``A_g`` (contiguous: ``A`` is symmetric) to update the fields and one pass over the row's
+deltas to choose the next move. The two passes stay apart: the branch-free update vectorises,
+and a version that fused the scan into it (same trajectory) was slower here. Rows are independent: :func:`run_chunk` advances every active row by up to ``moves``
 moves in parallel (``prange``); its whole state lives in the arrays it is given, so a search cut
 into chunks (for the time checks made between them) follows the same trajectory as one long call.
 

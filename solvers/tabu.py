@@ -7,13 +7,15 @@ per-read timeout shrinks to the time left divided by the reads still to run, and
 ``time_limit`` when that cut a read short. Results can depend on the machine's speed, since the
 search stops on a clock; pass a small ``num_restarts`` for runs that end before the timeout.
 
-Why it trails our ``its`` on layer rows (measured on fc1 at 2 bits, rows 0-1, 1024 images, one
-read of 1 s): (1) dead inputs: variables with a zero column of ``Q_k`` are zero-cost moves, and
-the search cycles through them (row 0: 0.134 with them free, 0.102 fixed; they are fixed here
-now); (2) its default tenure ``min(20, n/4)`` is short for these ill-conditioned rows (row 0 with
-the dead inputs fixed: tenure 5 -> 0.128, 20 -> 0.102, 45 -> 0.088, 100 -> 0.075); (3) no warm
-start from a relaxation: our ``gptq>its`` reaches 0.030 on the same row. Coefficient scale and
-the offset do not matter (scaling the row by 1e4 or dropping the offset gives the same energy).
+Why it trails our ``its`` on layer rows (fc1 at 2 bits, 1024 images, one read;
+``benchmarks/tabu_layer_rows.py``, ``benchmarks/results/tabu_layer_rows.md``): (1) dead inputs:
+variables with a zero column of ``Q_k`` are zero-cost moves, and the search cycles through them
+(row 0 at 1 s: 0.134 with them free, 0.102 fixed; they are fixed here now); (2) its default
+tenure ``min(20, n/4)`` is short for these ill-conditioned rows (row 0, dead inputs fixed, 1 s:
+tenure 5 -> 0.128, 20 -> 0.102, 45 -> 0.088, 100 -> 0.075); (3) no warm start from a relaxation:
+``gptq>its`` reaches 0.028 on the same row in 1 s (``benchmarks/layer_solvers.py --part rows``).
+Coefficient scale and the offset do not matter (the row without its offset and scaled by 1e4 gives
+the same energy).
 """
 from __future__ import annotations
 
