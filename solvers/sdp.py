@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SDPParams:
-    backend: str = "bm"  # 'bm' (Burer-Monteiro, fastest), 'scs' or 'clarabel' (cvxpy)
+    backend: str = "ipm"  # 'ipm' (interior point, default), 'bm' (Burer-Monteiro), 'scs' or 'clarabel' (cvxpy)
     hyperplanes: int = 1000
     candidates: int = 8  # best distinct roundings per row that are polished
     polish: bool = True

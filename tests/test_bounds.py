@@ -146,7 +146,7 @@ def test_lower_bound_auto_method_choice():
     assert b.method == "exact" and b.info["row_methods"] == ["exact"]
     np.testing.assert_allclose(b.values, get_solver("bnb").solve(mid).best_energies, rtol=1e-9)
     b = lower_bound(mid, bnb_seconds=None)
-    assert b.method == "sdp" and b.info["backend"] == "bm"
+    assert b.method == "sdp" and b.info["backend"] == "ipm"
     assert b.values[0] == pytest.approx(sdp_bound(mid, 0).bound, rel=1e-6)
     b = lower_bound(mid, bnb_seconds=None, sdp_max_free=25)
     assert b.method == "eig"
