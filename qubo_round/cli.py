@@ -59,7 +59,7 @@ def cmd_problem(args) -> int:
     data = bundle.calibration(args.samples, args.seed)
     problems = layer_problems(bundle.model, args.layer, data, grid, form=args.form)
     summary = problem_summary(problems)
-    summary.update(model=args.model, samples=int(data.shape[0]), seed=args.seed)
+    summary.update(model=args.model, samples=args.samples, seed=args.seed)
     if args.dump:
         paths = []
         for g, p in enumerate(problems):

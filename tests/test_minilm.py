@@ -84,3 +84,19 @@ def test_two_layers_with_dict_batches(model):
     ev = minilm.evaluation_batches(48)
     a = minilm.agreement(minilm.embed(model, ev), minilm.embed(q, ev))
     assert 0.95 < a.mean_cosine < 1.0
+
+
+def test_cli_problem_on_minilm_dict_batches(tmp_path, capsys):
+    """``qubo-round problem --model minilm`` (calibration = a list of dict batches) dumps a
+    loadable problem and reports the sample count asked for."""
+    import json
+
+    from qubo_round.cli import main
+    from qubo_round.io import load_problem
+    path = tmp_path / "q.npz"
+    assert main(["problem", "--model", "minilm", "--layer", "bert.encoder.layer.0.attention.self.query",
+                 "--bits", "3", "--samples", "8", "--dump", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["samples"] == 8 and out["model"] == "minilm"
+    p = load_problem(path)
+    assert p.shape == (384, 384)
