@@ -35,7 +35,7 @@ from .problem import DenseQUBO, QUBOFamily
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_bqp", "read_gka", "read_gset", "cut_value", "load_instance", "best_known",
+__all__ = ["read_bqp", "read_gka", "read_gset", "planar_graph", "cut_value", "load_instance", "best_known",
            "gka_name", "toroidal_grid", "DATA_ENV"]
 
 #: Environment variable naming the default data directory searched by :func:`load_instance`.
@@ -391,6 +391,36 @@ def toroidal_grid(rows: int, cols: int, *, weights: str = "unit", seed: int = 0)
         extra["optimum"] = float(len(i))
     name = f"torus{rows}x{cols}-{weights}" + (f"-s{seed}" if weights == "pm1" else "")
     return _max_instance(_cut_matrix(rows * cols, i, j, w), name, "generated", Path("<generated>"), **extra)
+
+
+def planar_graph(n: int, *, weights: str = "pm1", seed: int = 0) -> DenseQUBO:
+    """Max-cut on a random planar graph: the Delaunay triangulation of ``n`` uniform points in
+    the unit square (a maximal-like planar graph, average degree just under 6), with unit or
+    uniform +-1 weights, all from ``seed``. Gset's "planar" G14-G17 and G51-G54 (rudy's
+    generator) are unions of two such graphs on the same vertices (average degree ~11.7): build
+    them as two seeds' edges summed if needed.
+
+    No optimum is known (planar max-cut is polynomial by matching, not implemented here). Edges
+    are listed once, ``i < j``, sorted; vertex order is the points' order.
+
+    Returns:
+        DenseQUBO with ``meta['sense'] = 'max'`` and ``meta['edges']`` (m, 3) 0-based.
+    """
+    from scipy.spatial import Delaunay
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
+        raise ValueError(f"planar_graph needs an integer n >= 4 points, got {n!r}")
+    if weights not in ("unit", "pm1"):
+        raise ValueError(f"weights must be 'unit' or 'pm1', got {weights!r}")
+    rng = np.random.default_rng(seed)
+    tri = Delaunay(rng.random((int(n), 2))).simplices
+    e = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [0, 2]]])
+    e = np.unique(np.sort(e, axis=1), axis=0)
+    i, j = e[:, 0], e[:, 1]
+    w = np.ones(len(i)) if weights == "unit" else rng.choice([-1.0, 1.0], size=len(i))
+    name = f"planar{n}-{weights}-s{seed}"
+    return _max_instance(_cut_matrix(int(n), i, j, w), name, "generated", Path("<generated>"),
+                         edges=np.column_stack([i, j, w]).astype(np.float64))
 
 
 def cut_value(edges: np.ndarray, x: np.ndarray) -> float | np.ndarray:

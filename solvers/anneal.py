@@ -54,7 +54,7 @@ __all__ = ["AnnealParams", "Anneal", "auto_beta_range", "beta_schedule"]
 
 SCHEDULES = ("geometric", "linear")
 INITS = ("prior", "random", "zeros")
-BACKENDS = ("numpy", "torch")
+BACKENDS = ("numpy", "torch", "sparse")
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float64")
 UPDATES = ("jacobi", "sequential")
@@ -72,7 +72,10 @@ class AnnealParams:
         init: start when no ``start`` is given: ``prior`` (Bernoulli of ``problem.prior``, i.e.
             the fractional parts for a layer, 0.5 for a plain QUBO), ``random`` (0.5) or ``zeros``.
         polish: finish every read with steepest descent to a 1-flip local minimum.
-        backend, device: ``numpy`` (cpu) or ``torch`` (cpu or cuda); same algorithm.
+        backend, device: ``numpy`` (cpu) or ``torch`` (cpu or cuda): the batched dense kernel;
+            ``sparse`` (cpu): one Metropolis chain per (read, row) over the nonzero couplings
+            only (:mod:`~qubo_round.solvers.anneal_sparse`, numba; O(degree) per accepted flip,
+            for sparse graphs), each chain's best state returned.
         dtype: precision of the fields between exact recomputations.
         block: variables per deferred field update (one matrix product per block).
         update: how a block's new states are found: ``jacobi`` (fixed-point rounds, few when
@@ -166,14 +169,19 @@ def _form(problem: QUBOFamily) -> _Form:
 
 def auto_beta_range(problem: QUBOFamily, X: np.ndarray, *, hot_accept: float = 0.5,
                     cold_accept: float = 0.01, hot_quantile: float = 0.9,
-                    cold_quantile: float = 0.05, descent_steps: int = 64) -> np.ndarray:
+                    cold_quantile: float = 0.05, descent_steps: int | None = 64,
+                    cold_excitations: float | None = None) -> np.ndarray:
     """Per-row ``(beta_hot, beta_cold)`` from the flip costs of the row (rows, 2).
 
     * hot: at random states (``X`` (S, rows, n)), the ``hot_quantile`` of the absolute flip costs
       ``|dE|`` is accepted uphill with probability ``hot_accept``: ``beta = -ln(hot_accept) / q``;
-    * cold: after (at most ``descent_steps``) steepest-descent steps from ``X``, towards a 1-flip
-      local minimum, the ``cold_quantile`` of the positive flip costs is accepted with
-      probability ``cold_accept``.
+    * cold: after (at most ``descent_steps``; None: to convergence) steepest-descent steps from
+      ``X``, towards a 1-flip local minimum, the ``cold_quantile`` of the positive flip costs is
+      accepted with probability ``cold_accept``; or, with ``cold_excitations`` given, ``beta``
+      solves ``sum_i exp(-beta dE_i) = cold_excitations`` over the positive costs ``dE_i`` of a
+      sample (their mean over samples): the expected number of uphill flips in one sweep at the
+      end, whatever the number of variables (the rule of dwave-samplers' default range, here with
+      the actual costs at a local minimum instead of the smallest coupling).
 
     Rows without free variables or without any nonzero cost get ``(1, 1)``.
     """
@@ -194,9 +202,27 @@ def auto_beta_range(problem: QUBOFamily, X: np.ndarray, *, hot_accept: float = 0
         d1 = d1[(d1 > 0) & np.isfinite(d1)]
         gap = np.quantile(d1, cold_quantile) if d1.size else np.min(d0)
         gap = max(gap, 1e-12 * np.max(d0))
-        cold = max(-np.log(cold_accept) / gap, hot)
-        out[k] = hot, cold
+        cold = -np.log(cold_accept) / gap
+        if cold_excitations is not None and d1.size:
+            cold = _excitation_beta(d1, len(X), cold_excitations, cold)
+        out[k] = hot, max(cold, hot)
     return out
+
+
+def _excitation_beta(costs: np.ndarray, samples: int, rate: float, start: float) -> float:
+    """``beta`` with ``sum(exp(-beta costs)) / samples = rate`` (decreasing in beta; bisection on
+    log beta from ``start``)."""
+    def excess(b: float) -> float:
+        return float(np.exp(-b * costs).sum()) / samples - rate
+    lo = hi = start
+    while excess(lo) < 0 and lo > 1e-300:
+        lo /= 2.0
+    while excess(hi) > 0 and hi < 1e300:
+        hi *= 2.0
+    for _ in range(60):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return hi
 
 
 def beta_schedule(beta_range: np.ndarray, num_sweeps: int, kind: str = "geometric") -> np.ndarray:
@@ -552,6 +578,41 @@ def anneal_batch(form: _Form, X0: np.ndarray, fixed_mask: np.ndarray, fixed_valu
     return a.states(), done
 
 
+#: Field updates between two time checks of the sparse backend (a few ms of work).
+SPARSE_CHUNK_WORK = 20_000_000
+
+
+def _anneal_sparse(problem: QUBOFamily, form: _Form, X0: np.ndarray, betas: np.ndarray,
+                   rng: np.random.Generator, deadline: float | None) -> tuple[np.ndarray, int]:
+    """All (read, row) chains on the CSR kernel (:mod:`~qubo_round.solvers.anneal_sparse`);
+    returns each chain's best state (R, rows, n) and the sweeps done."""
+    from .anneal_sparse import anneal_sparse_chunk, exact_fields, seeds_for, sparse_form
+
+    R, rows, n = X0.shape
+    sf = sparse_form(form.M, form.s2, form.h)
+    X = np.ascontiguousarray(X0.reshape(R * rows, n), dtype=np.uint8)
+    row_of = np.tile(np.arange(rows, dtype=np.int64), R)
+    F = np.empty((R * rows, n))
+    exact_fields(sf.start, sf.indices, sf.data, sf.diag, sf.s2, sf.group, row_of, X, F)
+    E = np.einsum("jn,jn->j", X, (F + sf.diag[row_of]) / 2.0)  # x^T Q x = sum_i x_i (f_i + Q_ii) / 2
+    best_X, best_E = X.copy(), E.copy()
+    state = seeds_for(rng, R * rows)
+    free = np.ascontiguousarray(~problem.fixed_mask)
+    betas = np.ascontiguousarray(betas, dtype=np.float64)
+    per_sweep = max(1, R * rows * (n + len(sf.data) // max(1, sf.start.shape[0])))
+    step = max(1, SPARSE_CHUNK_WORK // per_sweep)
+    done = 0
+    while done < len(betas):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        s1 = min(len(betas), done + step)
+        anneal_sparse_chunk(sf.start, sf.indices, sf.data, sf.s2, sf.group, row_of, free, betas, done, s1,
+                            X, F, E, best_X, best_E, state)
+        exact_fields(sf.start, sf.indices, sf.data, sf.diag, sf.s2, sf.group, row_of, X, F)
+        done = s1
+    return best_X.reshape(R, rows, n), done
+
+
 # ------------------------------------------------------------------------------------------
 # The solver
 # ------------------------------------------------------------------------------------------
@@ -561,6 +622,8 @@ def anneal_batch(form: _Form, X0: np.ndarray, fixed_mask: np.ndarray, fixed_valu
     "thorough": {"num_reads": 64, "num_sweeps": 1000},
     "torch": {"backend": "torch"},
     "cuda": {"backend": "torch", "device": "cuda"},
+    "sparse": {"backend": "sparse", "num_reads": 8, "num_sweeps": 20000, "beta_schedule": "linear"},
+    "sparse-long": {"backend": "sparse", "num_reads": 32, "num_sweeps": 20000, "beta_schedule": "linear"},
 })
 class Anneal(Solver):
     """Batched simulated annealing of all rows and restarts at once (numpy or torch)."""
@@ -606,21 +669,26 @@ class Anneal(Solver):
         rows = problem.rows
         if p.beta_range is None:
             probe = X0[:1] if start is None else self._starts_random(problem, rng)
-            br = auto_beta_range(problem, probe)
+            br = (auto_beta_range(problem, probe, hot_quantile=1.0, descent_steps=None, cold_excitations=0.01)
+                  if p.backend == "sparse" else auto_beta_range(problem, probe))
         else:
             br = np.tile(np.asarray(p.beta_range, dtype=np.float64), (rows, 1))
         betas = beta_schedule(br, p.num_sweeps, p.beta_schedule)
-        ops = _TorchOps(p.dtype, rng, p.device) if p.backend == "torch" else _NumpyOps(p.dtype, rng)
-        per_read = rows if form.shared else 1
-        chunk = p.num_reads if p.max_batch is None else max(1, p.max_batch // per_read)
-        out, sweeps = [], []
-        for r0 in range(0, p.num_reads, chunk):
-            X, done = anneal_batch(form, X0[r0:r0 + chunk], problem.fixed_mask, problem.fixed_value, betas,
-                                   ops, block=p.block, update=p.update, recompute_every=p.recompute_every,
-                                   deadline=deadline)
-            out.append(X)
-            sweeps.append(done)
-        X = np.concatenate(out)
+        if p.backend == "sparse":
+            X, done = _anneal_sparse(problem, form, X0, betas, rng, deadline)
+            sweeps = [done]
+        else:
+            ops = _TorchOps(p.dtype, rng, p.device) if p.backend == "torch" else _NumpyOps(p.dtype, rng)
+            per_read = rows if form.shared else 1
+            chunk = p.num_reads if p.max_batch is None else max(1, p.max_batch // per_read)
+            out, sweeps = [], []
+            for r0 in range(0, p.num_reads, chunk):
+                X, done = anneal_batch(form, X0[r0:r0 + chunk], problem.fixed_mask, problem.fixed_value, betas,
+                                       ops, block=p.block, update=p.update, recompute_every=p.recompute_every,
+                                       deadline=deadline)
+                out.append(X)
+                sweeps.append(done)
+            X = np.concatenate(out)
         cut = min(sweeps) < p.num_sweeps
         t1 = time.perf_counter()
         converged = None
