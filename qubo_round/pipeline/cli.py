@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")
+    q.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
+                   help="hold out this fraction of the calibration batches; a row takes the solver's or the "
+                        "polish's change only where it lowers the held-out loss too (default 0: off)")
     q.add_argument("--skip", action="append", default=[], metavar="LAYER", help="keep this layer in float")
     q.add_argument("--calib-samples", type=int, default=None, help="default: 1024 (digits), 256 (minilm)")
     q.add_argument("--seed", type=int, default=0)
@@ -87,7 +90,7 @@ def run(args) -> int:
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
                          scale_method=args.scale_method, solver=args.solver,
                          solver_params=_parse_params(args.param), form=args.form, activation=args.activation,
-                         reconstruction=args.reconstruction, polish=not args.no_polish,
+                         reconstruction=args.reconstruction, polish=not args.no_polish, holdout=args.holdout,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None

@@ -54,6 +54,12 @@ class QuantConfig:
             loss, costs milliseconds. Not applied to ``nearest`` (the reference rounding) nor to
             layers with the activation-aware loss (their objective is not the QUBO). ``False``
             gives the solver's own rounding (solver comparisons, the paper's method alone).
+        holdout: fraction of the calibration batches (the last ones, at least one) held out of
+            every layer's problem (0: none, the default). With a holdout, each row's rounding
+            moves from nearest to the solver's and from the solver's to the polished one only
+            where that lowers the row's loss on the held-out batches too (rows are independent
+            QUBOs, so the choice is per row): :func:`~qubo_round.pipeline.run.accept_on_holdout`.
+            The report gives both losses per layer. In :meth:`to_dict` only when not 0.
     """
 
     bits: int = 4
@@ -72,6 +78,7 @@ class QuantConfig:
     ram_budget_mb: float = 2048.0
     reconstruction: str = "asymmetric"
     polish: bool = True
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
@@ -83,6 +90,8 @@ class QuantConfig:
             raise ValueError(f"activation must be 'none' or 'relu', got {self.activation!r}")
         if not isinstance(self.polish, bool):
             raise TypeError(f"polish must be True or False, got {self.polish!r}")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be a fraction in [0, 1) of the calibration batches, got {self.holdout!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():
@@ -107,6 +116,8 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ram_budget_mb")  # bounds memory, not the result
+        if d["holdout"] == 0:
+            d.pop("holdout")  # the default: fingerprints of earlier run directories unchanged
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

@@ -42,6 +42,12 @@ class LayerReport:
     #: iterations the relaxation ran (the most over the layer's groups; fewer than asked when
     #: every entry froze early); None for solvers that do not report iterations.
     iterations: int | None = None
+    #: with ``QuantConfig.holdout``: the layer's loss on the held-out batches for nearest and
+    #: for the final rounding, and the rows whose solver / polish change it refused (None: no
+    #: holdout)
+    holdout_nearest_loss: float | None = None
+    holdout_loss: float | None = None
+    rows_refused: int | None = None
 
 
 @dataclass

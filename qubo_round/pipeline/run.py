@@ -123,6 +123,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     batches = [_to_device(b, device) for b in iterate_batches(calibration)]
     if not batches:
         raise ValueError("calibration data is empty (no batch); pass at least one input")
+    batches, hold = split_holdout(batches, config.holdout)
     fmodel = copy.deepcopy(model).eval().to(device)
     folded = fold_batchnorm(fmodel) if config.fold_bn else []
     order = execution_order(fmodel, batches[0])
@@ -147,7 +148,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     try:
         _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
-                    float_inputs, replay)
+                    float_inputs, replay, hold)
     finally:
         replay.close()
     log.info("forward passes: float network %d, finished submodules replayed %d time(s), computed %d",
@@ -157,7 +158,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
 
 
 def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
-                float_inputs, replay):
+                float_inputs, replay, hold):
     bar = tqdm(order, desc="layers", disable=not progress, unit="layer")
     for index, name in enumerate(bar):
         bar.set_postfix_str(name)
@@ -176,7 +177,7 @@ def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_
             log.info("layer %s: resumed from the run directory", name)
             continue
         qs, row = _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg,
-                                  name in relu_after, device, progress, float_inputs, replay)
+                                  name in relu_after, device, progress, float_inputs, replay, hold)
         qs.apply(qmods[name])
         replay.finish(name)
         report.layers.append(row)
@@ -186,7 +187,7 @@ def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_
 
 
 def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, device, progress,
-                    float_inputs=None, replay=None):
+                    float_inputs=None, replay=None, hold=None):
     t0 = time.perf_counter()
     grid = config.grid(lcfg.bits)
     ad = LayerAdapter(dict(fmodel.named_modules())[name], name)
@@ -226,9 +227,14 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     from qubo_round.solvers import solver_class
     if lcfg.polish and not solver_class(lcfg.solver).baseline and activation == "none":
         solver_loss = _loss(problems, Vs)
+        Vs_solver = Vs
         t_polish = time.perf_counter()
         Vs, flips = polish_roundings(problems, Vs)
         polish_seconds = time.perf_counter() - t_polish
+    holdout = {}
+    if hold:
+        Vs, holdout = _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems,
+                                      near, Vs_solver if solver_loss is not None else Vs, Vs)
     loss = _loss(problems, Vs)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
@@ -240,7 +246,7 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
                       status="time_limit" if "time_limit" in statuses else statuses[0],
                       solver_loss=solver_loss, polish_flips=flips, capture_seconds=capture_seconds,
                       solve_seconds=solve_seconds, polish_seconds=polish_seconds,
-                      iterations=max(its) if its else None)
+                      iterations=max(its) if its else None, **holdout)
     log.info("layer %s: %s/%s loss %.4g (nearest %.4g%s), %.1f%% changed, %.2fs", name, lcfg.solver, form,
              loss, nearest_loss, "" if solver_loss is None else f", solver {solver_loss:.4g}, {flips} polish flips",
              100 * row.changed_fraction, row.seconds)
@@ -262,6 +268,57 @@ def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
     results = [solver.solve(p, seed=seed) for p in problems]
     return ([p.to_rounding(r.best) for p, r in zip(problems, results)], [r.status for r in results],
             [r.info for r in results], time.perf_counter() - t0)
+
+
+def split_holdout(batches: list, fraction: float) -> tuple[list, list]:
+    """``(fit, held out)``: the last ``max(1, round(fraction * len))`` batches held out (none
+    when ``fraction`` is 0). Needs a batch left to fit on."""
+    if not fraction:
+        return batches, []
+    k = max(1, int(round(fraction * len(batches))))
+    if k >= len(batches):
+        raise ValueError(f"holdout={fraction} of {len(batches)} calibration batch(es) leaves none to fit on; "
+                         "give more calibration data (or smaller batches) or a smaller holdout")
+    return batches[:-k], batches[-k:]
+
+
+def _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems, near, solver_V, polished_V):
+    """The layer's problems on the held-out batches (same rounding spaces), and the per-row
+    choice of :func:`accept_on_holdout` among nearest, the solver's and the polished rounding."""
+    st = capture_stats(fmodel, [name], hold, model_hat=qmodel)[name]
+    with threadpool_limits(limits=1, user_api="blas"):
+        held = [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
+                                   space=p.space, layer=name, group=g)
+                for g, (W, acc, p) in enumerate(zip(ad.weights(), st.groups, problems))]
+    stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]
+    Vs, refused = accept_on_holdout(problems, held, stages)
+    info = dict(holdout_nearest_loss=_loss(held, near), holdout_loss=_loss(held, Vs), rows_refused=refused)
+    log.info("layer %s: held-out loss %.4g (nearest %.4g), %d row change(s) refused", name,
+             info["holdout_loss"], info["holdout_nearest_loss"], refused)
+    return Vs, info
+
+
+def accept_on_holdout(fit, held, stages: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
+    """Per row, walk the candidate roundings ``stages`` (e.g. nearest, solver, polished; each a
+    list of (rows, cols) roundings, one per group) and move to the next stage's row only where it
+    lowers the held-out row loss (``held``) without raising the fitted one (``fit``).
+
+    Returns the chosen roundings and the number of (row, stage) changes refused."""
+    out, refused = [], 0
+    for g, (pf, ph) in enumerate(zip(fit, held)):
+        cur = stages[0][g].copy()
+        ef = pf.energies(pf.from_rounding(cur))
+        eh = ph.energies(ph.from_rounding(cur))
+        for st in stages[1:]:
+            cand = st[g]
+            cf = pf.energies(pf.from_rounding(cand))
+            ch = ph.energies(ph.from_rounding(cand))
+            moved = np.any(cand != cur, axis=1)
+            take = moved & (ch < eh) & (cf <= ef)
+            refused += int((moved & ~take).sum())
+            cur[take], ef[take], eh[take] = cand[take], cf[take], ch[take]
+        out.append(cur)
+    return out, refused
 
 
 def _loss(problems, Vs: list[np.ndarray]) -> float:
