@@ -78,8 +78,10 @@ def test_pipeline_reports_holdout_losses_never_above_nearest():
     for r in rep.layers:
         assert r.holdout_loss is not None and r.rows_refused is not None and r.rows_refused >= 0
         assert r.holdout_loss <= r.holdout_nearest_loss * (1 + 1e-9) + 1e-12
+    assert "held-out loss, nearest" in rep.to_markdown()
     _, plain = quantize_model(bundle.model, x, QuantConfig(bits=2, solver_params={"iterations": 200}), progress=False)
     assert all(r.holdout_loss is None for r in plain.layers)
+    assert "held-out" not in plain.to_markdown()
 
 
 def test_cli_bad_holdout_is_a_one_line_error(capsys):

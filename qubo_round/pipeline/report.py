@@ -88,6 +88,7 @@ class QuantReport:
                          f"{_polish_cell(r)} | {100 * r.changed_fraction:.1f}% | "
                          f"{'-' if r.iterations is None else r.iterations} | "
                          f"{r.seconds:.2f} ({r.solve_seconds:.2f}){' (resumed)' if r.resumed else ''} |")
+        held = [r for r in self.layers if r.holdout_loss is not None]
         for name, why in self.skipped.items():
             lines.append(f"| {name} | skipped: {why} | | | | | | | | | | |")
         if self.layers:
@@ -95,6 +96,10 @@ class QuantReport:
             solve_s = sum(r.solve_seconds for r in self.layers)
             lines.append(f"| **total** ({len(self.layers)} layers) | | | | | | {self.nearest_loss:.4g} | {self.loss:.4g} | "
                          f"| | | {layer_s:.2f} ({solve_s:.2f}) |")
+        if held:
+            lines += ["", "| layer | held-out loss, nearest | held-out loss | row changes refused |", "|---|---|---|---|"]
+            lines += [f"| {r.name} | {r.holdout_nearest_loss:.4g} | {r.holdout_loss:.4g} | {r.rows_refused} |"
+                      for r in held]
         return "\n".join(lines)
 
 
