@@ -82,7 +82,7 @@ class AdaRoundParams:
     rectified: bool = True  # False: plain sigmoid h = sigmoid(theta) (Table 3)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
         if not isinstance(self.rectified, (bool, np.bool_)):
             raise ValueError(f"rectified must be True or False, got {self.rectified!r}")

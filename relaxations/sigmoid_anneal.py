@@ -48,7 +48,7 @@ class SigmoidAnnealParams:
     progress: bool = False  # a tqdm bar over the iterations (display only)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")

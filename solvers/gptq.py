@@ -141,7 +141,8 @@ class GPTQParams:
             raise ValueError(f"fixed must be 'condition' or 'in-order', got {self.fixed!r}")
         if not self.percdamp >= 0:
             raise ValueError(f"percdamp must be >= 0, got {self.percdamp}")
-        if self.threads is not None and (not isinstance(self.threads, (int, np.integer)) or self.threads < 1):
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer))
+                                         or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
 
 

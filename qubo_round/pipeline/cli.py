@@ -84,6 +84,8 @@ def run(args) -> int:
     from .nearest import nearest_model
     from ..zoo import load_model
 
+    if args.calib_samples is not None and args.calib_samples < 1:
+        raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)

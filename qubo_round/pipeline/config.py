@@ -24,6 +24,17 @@ class LayerOverride:
     form: str | None = None
     polish: bool | None = None
 
+    def __post_init__(self) -> None:
+        if self.bits is not None and (isinstance(self.bits, bool) or not isinstance(self.bits, int)
+                                      or not 2 <= self.bits <= 8):
+            raise ValueError(f"LayerOverride bits must be an integer in 2..8 or None (the run's bits), got {self.bits!r}")
+        if not isinstance(self.skip, bool):
+            raise TypeError(f"LayerOverride skip must be True or False, got {self.skip!r}")
+        if self.solver is not None and not (isinstance(self.solver, str) and self.solver):
+            raise ValueError(f"LayerOverride solver must be a registry name or None, got {self.solver!r}")
+        if self.solver_params is not None and not isinstance(self.solver_params, dict):
+            raise TypeError(f"LayerOverride solver_params must be a dict or None, got {type(self.solver_params).__name__}")
+
 
 @dataclass(frozen=True)
 class QuantConfig:
@@ -108,7 +119,7 @@ class QuantConfig:
 
     def for_layer(self, name: str) -> LayerOverride:
         o = self.overrides.get(name, LayerOverride())
-        return LayerOverride(bits=o.bits or self.bits, solver=o.solver or self.solver,
+        return LayerOverride(bits=self.bits if o.bits is None else o.bits, solver=o.solver or self.solver,
                              solver_params=o.solver_params if o.solver_params is not None else self.solver_params,
                              skip=o.skip, form=o.form or self.form,
                              polish=self.polish if o.polish is None else o.polish)

@@ -134,6 +134,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     if unknown:
         raise ValueError(f"overrides name layer(s) {unknown} that are not quantizable layers of the model; "
                          f"layers: {', '.join(order)}")
+    _check_layer_settings(config, order, device)
     qmodel = copy.deepcopy(fmodel)
     report = QuantReport(skipped=unsupported_layers(fmodel, order), folded_bn=folded, config=config.to_dict())
     relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
@@ -155,6 +156,25 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
              float_inputs.passes, replay.hits, replay.misses)
     report.seconds = time.perf_counter() - t0
     return qmodel, report
+
+
+def _check_layer_settings(config: QuantConfig, order: list[str], device: str) -> None:
+    """Every layer's grid, solver and solver parameters, checked before the first layer runs (a
+    typo in an override for the last layer must not cost the layers before it)."""
+    seen = set()
+    for name in order:
+        lcfg = config.for_layer(name)
+        if lcfg.skip:
+            continue
+        config.grid(lcfg.bits)
+        key = (lcfg.solver, repr(sorted(lcfg.solver_params.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            _solver_for(lcfg.solver, dict(lcfg.solver_params), device)
+        except (ValueError, TypeError, KeyError) as e:
+            raise type(e)(f"layer {name}: {e}") from None
 
 
 def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
