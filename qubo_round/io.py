@@ -3,6 +3,7 @@ dumped real-layer problems without the model."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,15 @@ def load_problem(path: str | Path) -> QUBOFamily:
         path = path.with_suffix(path.suffix + ".npz")
     if not path.exists():
         raise FileNotFoundError(f"problem file {path} does not exist")
+    try:
+        return _read_problem(path)
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, TypeError) as e:
+        what = f"missing entry {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{path} is not a readable qubo-round problem file ({what}); rewrite it with "
+                         f"save_problem or 'qubo-round problem --dump'") from None
+
+
+def _read_problem(path: Path) -> QUBOFamily:
     with np.load(path, allow_pickle=False) as z:
         if "header" not in z:
             raise ValueError(f"{path} is not a qubo-round problem file (no header)")

@@ -36,6 +36,23 @@ class ParameterError(TypeError):
     """Unknown or invalid solver parameter."""
 
 
+class ParameterValueError(ParameterError, ValueError):
+    """A solver parameter of the wrong kind of value (a ParameterError and a ValueError, as the
+    parameter checks of the solvers raise ValueError for bad values)."""
+
+
+def _check_numeric(name: str, params_cls: type, params: dict) -> None:
+    """A parameter whose default is a number (not a bool) must be given a number: ``lr='abc'``
+    (a CLI typo) is refused by name instead of failing in a comparison deep inside."""
+    defaults = {f.name: f.default for f in dataclasses.fields(params_cls)}
+    for key, value in params.items():
+        d = defaults.get(key)
+        if isinstance(d, bool) or not isinstance(d, (int, float)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ParameterValueError(f"solver {name!r}: parameter {key} must be a number (default {d!r}), got {value!r}")
+
+
 @dataclass(frozen=True)
 class NoParams:
     """A solver without parameters."""
@@ -112,6 +129,7 @@ class Solver(abc.ABC):
         if unknown:
             raise ParameterError(f"solver {self.name!r} has no parameter(s) {unknown}; "
                                  f"valid parameters: {valid or 'none'}")
+        _check_numeric(self.name, self.Params, params)
         self.params = self.Params(**params)
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ from qubo_round.zoo import load_model
 @pytest.mark.parametrize("argv, match", [
     (["--calib-samples", "0"], "--calib-samples must be >= 1, got 0"),
     (["--calib-samples", "-5"], "--calib-samples must be >= 1"),
-    (["--param", "iterations=True"], "iterations must be a positive integer, got True"),
+    (["--param", "iterations=True"], "parameter iterations must be a number (default 10000), got True"),
 ])
 def test_cli_bad_input_one_line_exit_2(argv, match, capsys):
     assert main(["quantize", "--model", "digits", "--bits", "2", "--no-progress", *argv]) == 2
@@ -46,3 +46,54 @@ def test_late_override_checked_before_the_first_layer(tmp_path):
     with pytest.raises(KeyError, match="layer fc2"):
         quantize_model(b.model, b.calibration(64, 0),
                        QuantConfig(overrides={"fc2": LayerOverride(solver="no-such-solver")}), progress=False)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'"),
+    (["--param", "lr=abc"], "parameter lr must be a number (default 0.01), got 'abc'"),
+    (["--eval", "whatever.pt"], "--eval applies to a FILE.py:FACTORY model only"),
+])
+def test_cli_more_bad_input(argv, match, capsys):
+    assert main(["quantize", "--model", "digits", "--bits", "2", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
+
+
+def test_user_model_corrupt_tensor_file_named(tmp_path, capsys):
+    model = tmp_path / "m.py"
+    model.write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(4, 2))\n")
+    calib = tmp_path / "calib.pt"
+    calib.write_bytes(b"garbage, not a torch file")
+    assert main(["quantize", "--model", f"{model}:make", "--calib", str(calib), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--calib {calib} is not a readable tensor file" in err and len(err.splitlines()) == 1
+    assert main(["quantize", "--model", f"{model}:make", "--calib", str(tmp_path / "none.pt"), "--no-progress"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_non_numeric_parameter_refused_by_name():
+    from qubo_round.solvers import ParameterError
+    with pytest.raises(ParameterError, match="parameter lr must be a number"):
+        get_solver("adaround", lr="0.1")
+    with pytest.raises(ParameterError, match="parameter num_sweeps must be a number"):
+        get_solver("anneal", num_sweeps=None)
+
+
+def test_corrupt_problem_files_are_one_line_errors(tmp_path, capsys):
+    import numpy as np
+
+    from qubo_round.io import load_problem, save_problem
+    from qubo_round.problem import DenseQUBO
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="bad.npz is not a readable qubo-round problem file"):
+        load_problem(bad)
+    good = save_problem(DenseQUBO(Q=np.eye(3)), tmp_path / "good.npz")
+    d = dict(np.load(good))
+    d.pop("Q")
+    np.savez(tmp_path / "noq.npz", **d)
+    with pytest.raises(ValueError, match="noq.npz is not a readable.*missing entry"):
+        load_problem(tmp_path / "noq.npz")
+    assert main(["solve", str(bad), "--solver", "greedy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.npz is not a readable" in err and len(err.splitlines()) == 1

@@ -48,9 +48,23 @@ def add_parser(sub) -> None:
     q.set_defaults(func=run)
 
 
+def _torch_load(path: str, flag: str):
+    """``torch.load`` (tensors only) with a one-line error naming the file and the flag."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{flag} {path}: no such file") from None
+    except Exception as e:  # corrupt, truncated, or holding objects other than tensors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{flag} {path} is not a readable tensor file saved with torch.save ({first[:160]})") from None
+
+
 def _load_user_model(args):
     from ..zoo import ModelBundle
     path, _, factory = args.model.rpartition(":")
+    for flag, value in (("--weights", args.weights), ("--calib", args.calib), ("--eval", args.eval)):
+        if value and not Path(value).is_file():
+            raise FileNotFoundError(f"{flag} {value}: no such file")
     spec = importlib.util.spec_from_file_location("user_model", path)
     if spec is None or not Path(path).exists():
         raise FileNotFoundError(f"model file {path} not found (expected FILE.py:FACTORY)")
@@ -62,15 +76,15 @@ def _load_user_model(args):
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{path}:{factory} returned {type(model).__name__}, not an nn.Module")
     if args.weights:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        model.load_state_dict(_torch_load(args.weights, "--weights"))
     if not args.calib:
         raise ValueError("a FILE.py:FACTORY model needs --calib INPUTS.pt (a tensor of calibration inputs)")
-    calib = torch.load(args.calib, map_location="cpu", weights_only=True)
+    calib = _torch_load(args.calib, "--calib")
     if not isinstance(calib, torch.Tensor):
         raise TypeError(f"--calib {args.calib} must hold one tensor, got {type(calib).__name__}")
     evaluation = None
     if args.eval:
-        ev = torch.load(args.eval, map_location="cpu", weights_only=True)
+        ev = _torch_load(args.eval, "--eval")
         if not (isinstance(ev, (tuple, list)) and len(ev) == 2):
             raise TypeError(f"--eval {args.eval} must hold a pair (inputs, integer labels)")
         evaluation = lambda: (ev[0], ev[1])  # noqa: E731
@@ -84,6 +98,15 @@ def run(args) -> int:
     from .nearest import nearest_model
     from ..zoo import load_model
 
+    if ".py:" not in args.model:
+        given = [f for f, v in (("--weights", args.weights), ("--calib", args.calib), ("--eval", args.eval)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a FILE.py:FACTORY "
+                             f"model only; the zoo model "
+                             f"{args.model!r} brings its own weights and data (drop {given[0]})")
+    if not (args.device == "cpu" or args.device == "cuda" or
+            (args.device.startswith("cuda:") and args.device[5:].isdigit())):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
     if args.calib_samples is not None and args.calib_samples < 1:
         raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
