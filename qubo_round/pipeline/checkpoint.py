@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -41,8 +42,16 @@ class RunDirectory:
         meta, tens = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
         if not (meta.exists() and tens.exists()):
             return None
-        report = LayerReport(**{**json.loads(meta.read_text()), "resumed": True})
-        return LayerQState.from_tensors(load_file(str(tens)), "layer"), report
+        try:
+            report = LayerReport(**{**json.loads(meta.read_text()), "resumed": True})
+            loss = report.loss
+            if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss < 0:
+                raise ValueError(f"its loss {loss!r} is not a finite number >= 0")
+            return LayerQState.from_tensors(load_file(str(tens)), "layer"), report
+        except Exception as e:  # corrupt JSON or safetensors, unknown fields, invalid values
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"checkpoint of layer {name} ({stem}.json/.safetensors) is invalid: {first[:200]}; "
+                             "delete both files to redo the layer") from None
 
     def save(self, index: int, name: str, qs: LayerQState, report: LayerReport) -> None:
         stem = self._stem(index, name)

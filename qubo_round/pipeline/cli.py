@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
     q.add_argument("--device", default="cpu", help="cpu or cuda")
     q.add_argument("--run-dir", help="checkpoint directory (resume after an interruption)")
     q.add_argument("--export", help="write the quantized model (safetensors + manifest) here")
+    q.add_argument("--force", action="store_true", help="replace an earlier export at --export")
     q.add_argument("--no-progress", action="store_true")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run)
@@ -109,6 +110,9 @@ def run(args) -> int:
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
     if args.calib_samples is not None and args.calib_samples < 1:
         raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
+    if args.export:
+        from .export import check_export_target
+        check_export_target(args.export, args.force)  # before the work, not after it
     bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)
@@ -137,7 +141,8 @@ def run(args) -> int:
         out.update(float_accuracy=res["float"][metric], nearest_accuracy=res["nearest"][metric],
                    accuracy=res["result"][metric], metrics=res)
     if args.export:
-        save_quantized(qmodel, report, args.export, model_name=None if ".py:" in args.model else args.model)
+        save_quantized(qmodel, report, args.export, model_name=None if ".py:" in args.model else args.model,
+                       force=args.force)
         out["export"] = args.export
     out["layers"] = report.rows()
     out["skipped"] = report.skipped

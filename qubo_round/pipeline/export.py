@@ -3,6 +3,9 @@ the remaining (float) tensors beside them, and a JSON manifest; plus the loader.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -16,15 +19,56 @@ FORMAT = "qubo-round-quantized"
 VERSION = 1
 
 
-def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: str | None = None) -> Path:
+def check_export_target(out_dir, force: bool = False) -> Path:
+    """Refuse an export target that is a symlink, a file, or a non-empty folder that is not an
+    earlier export (or one at all without ``force``): an export never follows links nor
+    overwrites what it did not write. Call it before long work; :func:`save_quantized` does too."""
+    out = Path(out_dir)
+    if out.is_symlink():
+        raise ValueError(f"export target {out} is a symbolic link; give a real folder path")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export target {out} is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"export target {out} exists and is not empty; choose a new folder or pass "
+                                  "--force (force=True) to replace an earlier export")
+        m = out / "manifest.json"
+        names = {p.name for p in out.iterdir()}
+        if m.is_symlink() or not m.is_file() or not names <= {"manifest.json", "model.safetensors"}:
+            raise ValueError(f"export target {out} is not an earlier export (only manifest.json and "
+                             f"model.safetensors, no links); --force replaces only that")
+    return out
+
+
+def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: str | None = None, *,
+                   force: bool = False) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/manifest.json``; returns ``out_dir``.
 
     Quantized layers are stored as ``<layer>.q`` (int16 integers), ``<layer>.scale`` and
     ``<layer>.zero_point`` (float64 per output channel) and ``<layer>.limits``; every other tensor
-    of the state dict as ``float.<key>``.
+    of the state dict as ``float.<key>``. Atomic: the files are written into a new sibling folder
+    that then takes the target's name, so a crash leaves either the old export or the new one
+    (:func:`check_export_target` says what may be replaced).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_export_target(out_dir, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_export(qmodel, report, tmp, model_name)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.rename(out, old / out.name)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_export(qmodel: nn.Module, report: QuantReport, out: Path, model_name: str | None) -> None:
     tensors: dict[str, torch.Tensor] = {}
     quantized_keys = {f"{name}.weight" for name in report.qstate}
     for name, qs in report.qstate.items():
@@ -38,7 +82,6 @@ def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: 
                            for n, qs in report.qstate.items()},
                 "config": report.config, "skipped": report.skipped, "folded_bn": report.folded_bn}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    return out
 
 
 def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
@@ -60,7 +103,11 @@ def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
         from ..zoo import load_model
         model = load_model(manifest["model"]).model
     from .graph import _set_module
+    mods = dict(model.named_modules())
     for name in manifest.get("folded_bn", []):
+        if not isinstance(mods.get(name), nn.modules.batchnorm._BatchNorm):
+            raise ValueError(f"{mpath}: folded_bn names {name!r}, which is not a batch norm of the model "
+                             f"({type(mods.get(name)).__name__ if name in mods else 'no such module'})")
         _set_module(model, name, nn.Identity())
     tensors = load_file(str(out / "model.safetensors"))
     state = {k[len("float."):]: v for k, v in tensors.items() if k.startswith("float.")}

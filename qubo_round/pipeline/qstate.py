@@ -60,6 +60,32 @@ class LayerQState:
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "LayerQState":
-        lim = t[f"{prefix}.limits"].tolist()
-        return cls(q=t[f"{prefix}.q"], scale=t[f"{prefix}.scale"], zero_point=t[f"{prefix}.zero_point"],
-                   qmin=int(lim[0]), qmax=int(lim[1]))
+        """Read back :meth:`tensors`, validated (a checkpoint or an export is never trusted):
+        integer ``q`` within ``[qmin, qmax]``, finite positive scales, integer zero points within
+        the limits, one scale and zero point per output channel."""
+        keys = [f"{prefix}.{k}" for k in ("q", "scale", "zero_point", "limits")]
+        missing = [k for k in keys if k not in t]
+        if missing:
+            raise ValueError(f"{prefix}: missing tensor(s) {missing}")
+        q, s, z, lim = (t[k] for k in keys)
+        if q.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+            raise ValueError(f"{prefix}.q must hold integers, got dtype {q.dtype}")
+        if lim.numel() != 2 or lim.dtype.is_floating_point:
+            raise ValueError(f"{prefix}.limits must be two integers (qmin, qmax), got {lim.tolist()}")
+        qmin, qmax = (int(v) for v in lim.tolist())
+        if not -(2**15) <= qmin < qmax <= 2**15 - 1:
+            raise ValueError(f"{prefix}.limits ({qmin}, {qmax}) are not a valid grid (qmin < qmax, int16 range)")
+        if q.numel() and (int(q.min()) < qmin or int(q.max()) > qmax):
+            raise ValueError(f"{prefix}.q has values in [{int(q.min())}, {int(q.max())}] outside its limits "
+                             f"[{qmin}, {qmax}]")
+        out = q.shape[0] if q.dim() else 0
+        if s.shape != (out,) or z.shape != (out,):
+            raise ValueError(f"{prefix}: scale {tuple(s.shape)} and zero_point {tuple(z.shape)} must both be "
+                             f"({out},), one per output channel")
+        s64, z64 = s.to(torch.float64), z.to(torch.float64)
+        if not (torch.isfinite(s64).all() and (s64 > 0).all()):
+            raise ValueError(f"{prefix}.scale must be finite and > 0 in every channel")
+        if not (torch.isfinite(z64).all() and (z64 == z64.round()).all()
+                and (z64 >= qmin).all() and (z64 <= qmax).all()):
+            raise ValueError(f"{prefix}.zero_point must be integers within [{qmin}, {qmax}]")
+        return cls(q=q.to(torch.int16), scale=s64, zero_point=z64, qmin=qmin, qmax=qmax)
