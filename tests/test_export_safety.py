@@ -114,3 +114,21 @@ def test_tampered_checkpoint_refused_on_resume(tmp_path):
     meta.write_text(json.dumps(m))
     with pytest.raises(ValueError, match="checkpoint of layer fc1.*loss"):
         quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)
+
+
+def test_run_directory_refuses_other_data_or_a_sign_flipped_model(tmp_path):
+    import copy
+    b = load_model("digits")
+    cfg = QuantConfig(bits=3, solver="greedy")
+    quantize_model(b.model, b.calibration(128, 0), cfg, run_dir=tmp_path, progress=False)
+    _, again = quantize_model(b.model, b.calibration(128, 0), cfg, run_dir=tmp_path, progress=False)
+    assert all(r.resumed for r in again.layers)
+    with pytest.raises(ValueError, match="calibration_s"):
+        quantize_model(b.model, b.calibration(64, 0), cfg, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="calibration_sha256"):
+        quantize_model(b.model, b.calibration(128, 1), cfg, run_dir=tmp_path, progress=False)
+    flipped = copy.deepcopy(b.model)
+    with torch.no_grad():
+        flipped.fc2.weight.neg_()  # same sum of absolute weights
+    with pytest.raises(ValueError, match="weights_sha256"):
+        quantize_model(flipped, b.calibration(128, 0), cfg, run_dir=tmp_path, progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import time
 
@@ -45,15 +46,33 @@ def _num_samples(batch) -> int:
     return int(batch.shape[0])
 
 
-def _signature(model: nn.Module) -> dict:
-    """What identifies the float model of a run (to refuse resuming on another model)."""
+def _digest(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _signature(model: nn.Module, batches: list) -> dict:
+    """What identifies the float model and the calibration data of a run (to refuse resuming
+    on another model or other data): SHA-256 of every state-dict tensor (name, dtype, shape,
+    bytes) and of every calibration batch."""
     sd = model.state_dict()
-    h = 0.0
+    hw = hashlib.sha256()
     for k in sorted(sd):
-        if sd[k].is_floating_point():
-            h += float(sd[k].double().abs().sum())
+        hw.update(k.encode())
+        _digest(hw, sd[k])
+    hc = hashlib.sha256()
+    for b in batches:
+        items = sorted(b.items()) if isinstance(b, dict) else [("", b)]
+        for k, t in items:
+            hc.update(str(k).encode())
+            if isinstance(t, torch.Tensor):
+                _digest(hc, t)
+            else:
+                hc.update(repr(t).encode())
     return {"class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
-            "weight_abs_sum": round(h, 6)}
+            "weights_sha256": hw.hexdigest(), "calibration_sha256": hc.hexdigest(),
+            "calibration_samples": sum(_num_samples(b) for b in batches)}
 
 
 def _solver_for(spec: str, params: dict, device: str, progress: bool = False):
@@ -138,7 +157,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     qmodel = copy.deepcopy(fmodel)
     report = QuantReport(skipped=unsupported_layers(fmodel, order), folded_bn=folded, config=config.to_dict())
     relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
-    rd = RunDirectory(run_dir, config, _signature(model)) if run_dir is not None else None
+    rd = RunDirectory(run_dir, config, _signature(model, batches + hold)) if run_dir is not None else None
     qmods = dict(qmodel.named_modules())
     # Identical statistics at a fraction of the forward passes: the float network never changes,
     # so its layer inputs are captured once (as far as the RAM budget allows) instead of a float
