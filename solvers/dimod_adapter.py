@@ -127,13 +127,29 @@ def _global_seed(seed: int):
         np.random.set_state(np_state)
 
 
+#: Top-level packages whose modules a dotted spec (``dimod:pkg.mod.Name``) may import; any other
+#: module must be asked for explicitly as ``dimod:module:Class`` (a name must not import code
+#: the user did not ask for).
+TRUSTED_PACKAGES = ("dimod", "dwave", "neal", "greedy", "tabu", "hybrid")
+
+
 def resolve_sampler(spec: str) -> type:
-    """The sampler class named ``spec``: ``Name`` in :data:`SEARCH_MODULES`, or ``pkg.mod.Name``."""
+    """The sampler class named ``spec``: ``Name`` in :data:`SEARCH_MODULES`, ``pkg.mod.Name`` in
+    one of :data:`TRUSTED_PACKAGES`, or ``module:Class`` for any other importable module."""
     if not spec:
         raise UnknownSolverError("dimod: needs a sampler class name, e.g. 'dimod:TabuSampler'")
     looked: list[str] = []
-    if "." in spec:
+    if ":" in spec:
+        mod_name, _, cls_name = spec.rpartition(":")
+        if not mod_name or not cls_name:
+            raise UnknownSolverError(f"dimod sampler {spec!r}: write it as module:Class")
+        candidates = [(mod_name, cls_name)]
+    elif "." in spec:
         mod_name, _, cls_name = spec.rpartition(".")
+        if mod_name.split(".")[0] not in TRUSTED_PACKAGES:
+            raise UnknownSolverError(f"dimod sampler {spec!r}: {mod_name} is not in the dimod / D-Wave packages "
+                                     f"{TRUSTED_PACKAGES}; to import it anyway, ask for it explicitly as "
+                                     f"'dimod:{mod_name}:{cls_name}'")
         candidates = [(mod_name, cls_name)]
     else:
         candidates = [(m, spec) for m in SEARCH_MODULES]

@@ -128,9 +128,11 @@ def test_unknown_sampler_lists_where_it_looked():
     with pytest.raises(UnknownSolverError, match=r"dimod\.NoSuchSampler.*dwave\.samplers\.NoSuchSampler"):
         get_solver("dimod:NoSuchSampler")
     with pytest.raises(UnknownSolverError, match="not importable"):
-        get_solver("dimod:no_such_pkg.Sampler")
+        get_solver("dimod:no_such_pkg:Sampler")
+    with pytest.raises(UnknownSolverError, match="not importable"):
+        get_solver("dimod:dwave.no_such_module.Sampler")
     with pytest.raises(UnknownSolverError, match="not a sampler"):
-        get_solver("dimod:numpy.ndarray")
+        get_solver("dimod:numpy:ndarray")
     with pytest.raises(UnknownSolverError):
         get_solver("dimod:")
 
@@ -152,3 +154,20 @@ def test_tabu_restarts_preset_is_reproducible():
     b = get_solver("tabu/restarts").solve(p, seed=3)
     np.testing.assert_array_equal(a.samples, b.samples)
     assert get_solver("tabu/restarts").params.num_restarts == 10
+
+
+def test_dotted_specs_import_only_trusted_packages():
+    import sys
+
+    from qubo_round.solvers import UnknownSolverError
+    from qubo_round.solvers.dimod_adapter import resolve_sampler
+    sys.modules.pop("this", None)
+    with pytest.raises(UnknownSolverError, match="not in the dimod / D-Wave packages.*dimod:this:Foo"):
+        get_solver("dimod:this.Foo")
+    assert "this" not in sys.modules  # nothing was imported
+    assert resolve_sampler("dimod.reference.samplers.ExactSolver").__name__ == "ExactSolver"
+    # an explicit module:Class is the user's request: imported, then checked for a sampler
+    assert resolve_sampler("dimod:ExactSolver").__name__ == "ExactSolver"
+    with pytest.raises(UnknownSolverError, match="not a sampler class"):
+        resolve_sampler("json:JSONDecoder")
+    assert get_solver("dimod:dimod:ExactSolver").name == "dimod:dimod:ExactSolver"
