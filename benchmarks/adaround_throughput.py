@@ -20,7 +20,6 @@ extrapolated as 6 x (block's per-step times) x 10000 and the floor as its flops 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,6 +33,8 @@ from qubo_round.solvers import get_solver  # first: the solvers and the relaxati
 from qubo_round.extract import layer_problems  # noqa: E402
 from qubo_round.grid import Grid  # noqa: E402
 from qubo_round.zoo import load_model  # noqa: E402
+
+from _results import write_results  # noqa: E402  (benchmarks/, the script's folder)
 
 RESULTS = Path(__file__).parent / "results"
 KINDS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
@@ -110,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = 6 * 10000 * sum(2 * r["rows"] * r["n"] ** 2 for r in per_block.values())
         floor = flops / (peak[t] * 1e9)
         lines.append(f"| {t} | {run / 60:.1f} min | {floor / 60:.1f} min | {run / floor:.2f} |")
-    md = "\n".join(lines)
-    print(md)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".md").write_text(md + "\n")
-    a.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()},
-                                                      "results": results}, indent=1))
+    write_results(a.out, "\n".join(lines), a, results)
     return 0
 
 

@@ -13,7 +13,6 @@ solved) and writes ``OUT.md`` and ``OUT.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _results import write_results  # benchmarks/, the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--rows must be >= 1, got {a.rows}")
     if a.bm_rows < 0:
         raise SystemExit(f"--bm-rows must be >= 0, got {a.bm_rows}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for layer in a.layers:
         for g, p in enumerate(problems(a.model, layer, a.bits, a.samples, a.seed)):
@@ -102,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(argv if argv is not None else sys.argv[1:])}` on {os.cpu_count()} CPU cores ({cpu}); "
               f"model {a.model}, {a.samples} calibration samples, seed {a.seed}. Rows run in parallel threads "
               f"(one BLAS thread each); 'total' is the sum of the rows' certified bounds (energy units).")
-    md = markdown(results, header)
-    print(md)
-    a.out.with_suffix(".md").write_text(md + "\n")
-    a.out.with_suffix(".json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()},
-                                                      "results": results}, indent=1))
+    write_results(a.out, markdown(results, header), a, results)
     return 0
 
 

@@ -39,14 +39,19 @@ def test_conformance_torch():
     check_solver(get_solver("anneal", backend="torch", **QUICK))
 
 
-@pytest.mark.parametrize("kind", ["shared", "per-row", "zero-scale", "dense"])
-def test_reaches_exact_optimum(kind):
+def family_of(kind: str):
+    """The small families of the exact-optimum tests: a layer (shared, per-row or with a zero
+    scale row) or a dense integer QUBO."""
     if kind == "dense":
         rng = np.random.default_rng(3)
         Q = rng.integers(-9, 10, size=(18, 18)).astype(float)
-        p = DenseQUBO(Q=Q + Q.T)
-    else:
-        p = layer_family(1, per_row=kind == "per-row", zero_scale=kind == "zero-scale")
+        return DenseQUBO(Q=Q + Q.T)
+    return layer_family(1, per_row=kind == "per-row", zero_scale=kind == "zero-scale")
+
+
+@pytest.mark.parametrize("kind", ["shared", "per-row", "zero-scale", "dense"])
+def test_reaches_exact_optimum(kind):
+    p = family_of(kind)
     opt = exact(p).best_energies
     r = get_solver("anneal", num_reads=8, num_sweeps=300).solve(p, seed=0)
     assert r.samples.shape == (8, *p.shape)

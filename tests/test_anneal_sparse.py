@@ -7,12 +7,11 @@ from hypothesis import strategies as st
 
 import qubo_round.solvers.anneal as anneal_mod
 from qubo_round.instances import toroidal_grid
-from qubo_round.problem import DenseQUBO
 from qubo_round.solvers import get_solver
 from qubo_round.solvers.anneal_sparse import anneal_sparse_chunk, exact_fields, seeds_for, sparse_form
 from qubo_round.solvers.conformance import canned_problems, check_solver
 
-from test_anneal import exact, layer_family
+from test_anneal import exact, family_of, layer_family
 
 SPARSE = {"backend": "sparse", "num_reads": 8, "num_sweeps": 300}
 
@@ -23,12 +22,7 @@ def test_conformance_sparse():
 
 @pytest.mark.parametrize("kind", ["shared", "per-row", "zero-scale", "dense"])
 def test_sparse_reaches_exact_optimum(kind):
-    if kind == "dense":
-        rng = np.random.default_rng(3)
-        Q = rng.integers(-9, 10, size=(18, 18)).astype(float)
-        p = DenseQUBO(Q=Q + Q.T)
-    else:
-        p = layer_family(1, per_row=kind == "per-row", zero_scale=kind == "zero-scale")
+    p = family_of(kind)
     r = get_solver("anneal", polish=False, **SPARSE).solve(p, seed=0)
     assert r.samples.shape == (8, *p.shape)
     assert not (p.fixed_mask & (r.samples != p.fixed_value)).any()
