@@ -36,10 +36,13 @@ from .problem import DenseQUBO, QUBOFamily
 log = logging.getLogger(__name__)
 
 __all__ = ["read_bqp", "read_gka", "read_gset", "planar_graph", "cut_value", "load_instance", "best_known",
-           "gka_name", "toroidal_grid", "DATA_ENV"]
+           "gka_name", "toroidal_grid", "DATA_ENV", "PACKAGE_DATA"]
 
 #: Environment variable naming the default data directory searched by :func:`load_instance`.
 DATA_ENV = "QUBO_ROUND_DATA"
+#: The public instances shipped inside the package (a copy of the project's shared data folder:
+#: bqp, gka, Gset G1-G5 with best_known.csv; provenance in its README.md).
+PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "qubo"
 
 PathLike = str | os.PathLike
 
@@ -456,11 +459,31 @@ def _split_spec(spec: str | os.PathLike) -> tuple[str, int | None]:
     return base, int(sel)
 
 
+def _named_instance(spec: str) -> tuple[str, int | None] | None:
+    """A published instance name as the file spec holding it: ``bqp50-3`` -> ``('bqp50.txt', 3)``,
+    ``G1`` -> ``('G1.txt', None)``, ``gka1b`` -> its ``bqpgka_K.qubo``; None for anything else
+    (or when a file of that name exists)."""
+    if Path(spec).exists() or os.sep in spec:
+        return None
+    m = re.fullmatch(r"bqp(\d+)-(\d+)", spec)
+    if m:
+        return f"bqp{m[1]}.txt", int(m[2])
+    if re.fullmatch(r"G\d+", spec):
+        return f"{spec}.txt", None
+    for k in range(1, 46):
+        if gka_name(k) == spec:
+            return f"bqpgka_{k}.qubo", None
+    return None
+
+
 def _default_data_dir(data_dir: PathLike | None) -> Path | None:
+    """``data_dir``, else ``$QUBO_ROUND_DATA``, else the instances shipped in the package."""
     if data_dir is not None:
         return Path(data_dir)
     env = os.environ.get(DATA_ENV)
-    return Path(env) if env else None
+    if env:
+        return Path(env)
+    return PACKAGE_DATA if (PACKAGE_DATA / "best_known.csv").is_file() else None
 
 
 def _resolve(path_str: str, data_dir: Path | None) -> Path:
@@ -485,7 +508,8 @@ def _resolve(path_str: str, data_dir: Path | None) -> Path:
             raise FileNotFoundError(f"instance {path_str!r} is ambiguous below {data_dir}: "
                                     + ", ".join(map(str, hits)))
         looked.append(f"every {path.name!r} below {data_dir}"
-                      + ("" if data_dir.is_dir() else " (not a directory)"))
+                      + ("" if data_dir.is_dir() else " (not a directory)")
+                      + f" (another folder: pass data_dir or set ${DATA_ENV})")
     else:
         looked.append(f"no data directory (pass data_dir or set ${DATA_ENV})")
     raise FileNotFoundError(f"instance file {path_str!r} not found; looked at: " + "; ".join(looked))
@@ -520,11 +544,13 @@ def load_instance(spec: str | os.PathLike, data_dir: PathLike | None = None) -> 
     """Load one instance from a path spec.
 
     Args:
-        spec: a file path, optionally ``path#k`` to pick instance k (1-based) of a
+        spec: a published name (``bqp50-3``, ``gka1b``, ``G1``), or a file path, optionally
+            ``path#k`` to pick instance k (1-based) of a
             multi-instance OR-Library file (``bqp50.txt#3``). Formats are detected from the
             name (``bqp*.txt``, ``*.qubo``, ``G<N>.txt``, ``*.npz``) or else from the first line.
         data_dir: searched recursively for the file name when ``spec`` does not exist;
-            defaults to ``$QUBO_ROUND_DATA``.
+            defaults to ``$QUBO_ROUND_DATA``, else the instances shipped in the package
+            (:data:`PACKAGE_DATA`).
 
     Returns:
         A minimisation :class:`DenseQUBO` for the text formats (``meta['sense']`` gives the
@@ -535,7 +561,7 @@ def load_instance(spec: str | os.PathLike, data_dir: PathLike | None = None) -> 
         ValueError: bad ``#k`` (out of range, or on a single-instance format), unknown format,
             or invalid content.
     """
-    path_str, sel = _split_spec(spec)
+    path_str, sel = _named_instance(os.fspath(spec)) or _split_spec(spec)
     path = _resolve(path_str, _default_data_dir(data_dir))
     fmt = _detect_format(path)
     if fmt == "bqp":
@@ -562,7 +588,7 @@ def best_known(data_dir: PathLike | None = None) -> dict[str, float]:
 
     Args:
         data_dir: the data directory holding ``best_known.csv`` (or the CSV path itself);
-            defaults to ``$QUBO_ROUND_DATA``. Values are in each instance's own sense
+            defaults to ``$QUBO_ROUND_DATA``, else the shipped copy. Values are in each instance's own sense
             (``sense`` column; ``max`` everywhere in the shipped file).
     """
     root = _default_data_dir(data_dir)

@@ -17,15 +17,17 @@ log = logging.getLogger(__name__)
 
 def data_dir(options: SuiteOptions) -> Path:
     """The public data directory: ``options.data_dir``, else ``$QUBO_ROUND_DATA``, else
-    ``shared/data/qubo`` beside the repository (or beside the working directory)."""
-    from qubo_round.instances import DATA_ENV
+    ``shared/data/qubo`` beside the repository (or beside the working directory), else the copy
+    shipped in the package."""
+    from qubo_round.instances import DATA_ENV, PACKAGE_DATA
 
     if options.data_dir is not None:
         candidates = [Path(options.data_dir)]
     else:
         repo = Path(__file__).resolve().parents[2]
         candidates = [Path(p) for p in [os.environ.get(DATA_ENV)] if p]
-        candidates += [repo.parent / "shared" / "data" / "qubo", Path.cwd().parent / "shared" / "data" / "qubo"]
+        candidates += [repo.parent / "shared" / "data" / "qubo", Path.cwd().parent / "shared" / "data" / "qubo",
+                       PACKAGE_DATA]
     for c in candidates:
         if (c / "best_known.csv").is_file():
             return c.resolve()
