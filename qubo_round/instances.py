@@ -43,6 +43,9 @@ DATA_ENV = "QUBO_ROUND_DATA"
 #: The public instances shipped inside the package (a copy of the project's shared data folder:
 #: bqp, gka, Gset G1-G5 with best_known.csv; provenance in its README.md).
 PACKAGE_DATA = Path(__file__).resolve().parent / "data" / "qubo"
+#: Most variables a text instance may declare: the readers build a dense (n, n) float64 matrix
+#: (20000: 3.2 GB), so a header like ``1000000 0`` is refused before allocating 7 TiB.
+MAX_DENSE_VARIABLES = 20000
 
 PathLike = str | os.PathLike
 
@@ -232,6 +235,8 @@ def read_bqp(path: PathLike, index: int | None = None) -> list[DenseQUBO] | Dens
         n, nnz = (int(v) for v in tok.ints(2, f"the 'n nnz' header of {what}"))
         if n < 1 or nnz < 0:
             raise tok.error(tok.pos - 2, f"invalid header 'n nnz' = {n} {nnz} of {what}")
+        if n > MAX_DENSE_VARIABLES:
+            raise tok.error(tok.pos - 2, _too_large(n))
         if index is not None and k < index:
             tok.skip(3 * nnz, f"the entries of {what}")
             continue
@@ -296,6 +301,8 @@ def read_gka(path: PathLike, sense: str = "max") -> DenseQUBO:
         raise ValueError(f"{path}, line {len(lines)}: no 'p qubo' header line (empty file?)")
     head_no, head = kept[0]
     n, n_nodes, n_couplers = _qubo_header(path, head_no, head)
+    if n > MAX_DENSE_VARIABLES:
+        raise ValueError(f"{path}, line {head_no}: {_too_large(n)}")
     tok = _Tokens(path, [s for _, s in kept[1:]], [no for no, _ in kept[1:]] or [head_no])
     m = n_nodes + n_couplers
     table, start = tok.table(m, f"the {n_nodes} node and {n_couplers} coupler lines 'i j w'")
@@ -347,6 +354,8 @@ def read_gset(path: PathLike) -> DenseQUBO:
     n, m = (int(v) for v in tok.ints(2, "the 'n m' header"))
     if n < 1 or m < 0:
         raise tok.error(0, f"invalid header 'n m' = {n} {m}")
+    if n > MAX_DENSE_VARIABLES:
+        raise tok.error(0, _too_large(n))
     table, start = tok.table(m, f"the {m} edge lines 'i j w'")
     tok.expect_end(f"the {m} edges announced in the header")
     ij = _check_indices(tok, table, start, 1, n, f"edge line (n = {n})")
@@ -356,6 +365,11 @@ def read_gset(path: PathLike) -> DenseQUBO:
     Q = _cut_matrix(n, ij[~loops, 0], ij[~loops, 1], table[~loops, 2])
     edges = np.column_stack([ij.astype(np.float64), table[:, 2]])
     return _max_instance(Q, path.name.removesuffix(".txt"), "gset", path, edges=edges)
+
+
+def _too_large(n: int) -> str:
+    return (f"{n} variables would need a dense {n} x {n} matrix ({8 * n * n / 2**30:.3g} GiB); the text "
+            f"readers take at most {MAX_DENSE_VARIABLES} (qubo_round.instances.MAX_DENSE_VARIABLES)")
 
 
 def _cut_matrix(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray) -> np.ndarray:

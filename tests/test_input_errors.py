@@ -97,3 +97,13 @@ def test_corrupt_problem_files_are_one_line_errors(tmp_path, capsys):
     assert main(["solve", str(bad), "--solver", "greedy"]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.npz is not a readable" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, text, line", [("G9.txt", "1000000 0\n", 1), ("bqp9.txt", "1\n1000000 0\n", 2),
+                                              ("big.qubo", "p qubo 0 1000000 0 0\n", 1)])
+def test_huge_instance_header_refused_before_allocating(tmp_path, name, text, line):
+    from qubo_round.instances import load_instance
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{name}, line {line}: 1000000 variables would need a dense"):
+        load_instance(str(path) + ("#1" if name.startswith("bqp") else ""))
