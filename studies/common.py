@@ -23,11 +23,22 @@ from typing import Any, Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
-REPO_RESULTS = Path(__file__).resolve().parent / "results"
+def results_root(here: Path) -> Path:
+    """Where full runs write: ``studies/results`` of a source checkout (``here`` is the studies
+    folder and a ``pyproject.toml`` sits beside it: the committed results), else
+    ``studies-results`` under the current directory, never into an installed package."""
+    here = Path(here).resolve()
+    if (here.parent / "pyproject.toml").is_file() and "site-packages" not in here.parts:
+        return here / "results"
+    return Path("studies-results")
+
+
+REPO_RESULTS = results_root(Path(__file__).parent)
 
 
 def default_out(name: str, quick: bool) -> Path:
-    """Full runs: ``studies/results/NAME`` (committed); quick runs: ``runs/studies-quick/NAME``."""
+    """Full runs: ``studies/results/NAME`` in a checkout (committed; ``studies-results/NAME``
+    under the current directory from an installed package); quick runs: ``runs/studies-quick/NAME``."""
     return Path("runs/studies-quick") / name if quick else REPO_RESULTS / name
 
 

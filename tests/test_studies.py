@@ -75,3 +75,19 @@ def test_formatting_helpers():
     assert mean_std([2.0]) == (2.0, 0.0)
     assert pm([0.5, 0.7], scale=100) == "60.00 ± 14.14"
     assert markdown_table([]) == "(no rows)"
+
+
+def test_full_study_runs_never_write_into_an_installed_package(tmp_path):
+    from pathlib import Path
+
+    from qubo_round.studies.common import REPO_RESULTS, results_root
+    checkout = tmp_path / "repo"
+    (checkout / "studies").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    assert results_root(checkout / "studies") == (checkout / "studies" / "results").resolve()
+    installed = tmp_path / "lib" / "site-packages" / "qubo_round" / "studies"
+    installed.mkdir(parents=True)
+    (installed.parent / "pyproject.toml").write_text("")  # even with a stray pyproject beside it
+    assert results_root(installed) == Path("studies-results")
+    assert results_root(tmp_path / "elsewhere") == Path("studies-results")
+    assert REPO_RESULTS.name == "results"  # this checkout
