@@ -7,6 +7,8 @@ Markdown table (seconds per layer and per row, the bounds' totals, and ipm / bm 
 solved) and writes ``OUT.md`` and ``OUT.json``.
 
     python benchmarks/sdp_bounds.py                                      # digits, W2, all rows
+    python benchmarks/sdp_bounds.py --instances bqp100-1 bqp250-1 --bm-rows 1 \\
+        --out benchmarks/results/sdp_bounds_bqp          # the bounds docstring's table
     python benchmarks/sdp_bounds.py --model minilm --layers bert.encoder.layer.0.output.dense \\
         --bits 4 --samples 128 --rows 4 --bm-rows 0 --out benchmarks/results/sdp_bounds_minilm
 """
@@ -77,6 +79,8 @@ def markdown(results: list[dict], header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instances", nargs="+", default=None,
+                    help="public instances by name (bqp100-1 ...) instead of --model's layers")
     ap.add_argument("--model", default="digits")
     ap.add_argument("--layers", nargs="+", default=["conv2", "conv3", "fc1", "fc2"])
     ap.add_argument("--bits", type=int, default=2)
@@ -91,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.bm_rows < 0:
         raise SystemExit(f"--bm-rows must be >= 0, got {a.bm_rows}")
     results = []
-    for layer in a.layers:
+    if a.instances:
+        from qubo_round.instances import load_instance
+        for spec in a.instances:
+            r = measure(load_instance(spec), a.rows, a.bm_rows, a.seed)
+            r.update(layer=spec, bits="-")
+            results.append(r)
+    for layer in [] if a.instances else a.layers:
         for g, p in enumerate(problems(a.model, layer, a.bits, a.samples, a.seed)):
             r = measure(p, a.rows, a.bm_rows, a.seed)
             r.update(layer=layer if p.meta.get("groups", 1) == 1 and g == 0 else f"{layer}-g{g}", bits=a.bits)
@@ -100,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = platform.processor() or platform.machine()
     header = (f"# Certified SDP bounds per layer: ipm vs bm\n\n`python benchmarks/sdp_bounds.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}` on {os.cpu_count()} CPU cores ({cpu}); "
-              f"model {a.model}, {a.samples} calibration samples, seed {a.seed}. Rows run in parallel threads "
+              f"{'instances ' + ', '.join(a.instances) if a.instances else f'model {a.model}, {a.samples} calibration samples'}, "
+              f"seed {a.seed}. Rows run in parallel threads "
               f"(one BLAS thread each); 'total' is the sum of the rows' certified bounds (energy units).")
     write_results(a.out, markdown(results, header), a, results)
     return 0

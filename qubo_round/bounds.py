@@ -46,22 +46,25 @@ other jobs, so times vary ~3x between runs; OR-Library bqp100-1 (m = 100) and bq
 ========== ========================= ========================= ===============================
 backend    bqp100-1: time, bound     bqp250-1: time, bound     notes
 ========== ========================= ========================= ===============================
-ipm        0.05 s, -8721.10529       0.41 s, -48732.3688       interior point (ours, default)
-bm         0.04 s, -8721.10536       0.13 s, -48732.3698       Burer-Monteiro + L-BFGS (ours)
+ipm        0.05 s, -8721.10529       0.42 s, -48732.3688       interior point (ours, default)
+bm         0.04 s, -8721.10536       0.14 s, -48732.3698       Burer-Monteiro + L-BFGS (ours)
 scs        1.2-4.1 s, -8721.224      69-157 s, -48734.708      cvxpy, primal form, eps 1e-5
 clarabel   7.2-9.4 s, -8721.1053     > 400 s and > 22 GB       cvxpy, dual form (primal: 73 s
                                      (killed)                  at m = 100, OOM at m = 250)
 ========== ========================= ========================= ===============================
 
-(the ipm and bm rows re-measured on 2026-12-06, the cvxpy rows earlier.) Among the cvxpy backends
+(the ipm and bm rows: ``python benchmarks/sdp_bounds.py --instances bqp100-1 bqp250-1 --bm-rows 1
+--out benchmarks/results/sdp_bounds_bqp``, 2026-12-07; the cvxpy rows earlier.) Among the cvxpy backends
 SCS is the fastest (Clarabel's interior point is dense in the (m+1)(m+2)/2 matrix entries: memory
 ~ m^4, unusable beyond ~150 variables). The default backend is ``ipm``
 (:mod:`qubo_round.sdp_ipm`): a primal-dual interior-point method specialised to this SDP, a few
-O(m^3) dense factorisations per iteration, 20-25 iterations to a duality gap of 1e-10. On
-well-conditioned instances like bqp, ``bm`` is ~3x faster; on layer rows, whose covariance is
-nearly singular, ``bm`` crawls: digits fc1 W2 row 0 (443 free) takes 30.6 s for a certified
-0.0114008 with ``bm`` and 1.8 s for 0.0114079 with ``ipm`` (one BLAS thread;
-``benchmarks/sdp_bounds.py`` has the layer-level numbers). ``bm`` is the low-rank factorisation ``X = V V^T``, ``V`` (m+1, r) with unit rows and
+O(m^3) dense factorisations per iteration, run to a duality gap of 1e-10 (the iteration count is
+logged at DEBUG level). On well-conditioned instances like bqp, ``bm`` is ~3x faster; on layer
+rows, whose covariance is nearly singular, ``bm`` crawls: digits fc1 W2 row 0 (443 free) takes
+28.9 s for a certified 0.0114008 with ``bm`` and 1.8 s for 0.0114079 with ``ipm`` (one BLAS
+thread; ``python benchmarks/sdp_bounds.py --layers fc1 --rows 1 --bm-rows 1``; the script's
+default run has the layer-level numbers). ``bm`` is the low-rank factorisation ``X = V V^T``,
+``V`` (m+1, r) with unit rows and
 ``r(r+1)/2 >= m+1`` (so an optimal solution of that rank exists, Barvinok-Pataki), minimised by
 L-BFGS over an unnormalised ``U`` (``V = rownormalise(U)``), with rank escalation along the most
 negative eigenvector of ``M - diag y`` if a non-global stationary point is met. Its dual
@@ -318,12 +321,17 @@ def sdp_bound(problem: QUBOFamily, k: int, *, backend: str = "ipm", seed: int = 
         :class:`RowSDP` with the rigorous bound (:func:`certify` of the dual ``y``), the primal
         ``X`` (m+1, m+1) and a unit-row factor ``V``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown SDP backend {backend!r}; choose one of {BACKENDS}")
-    if not 0 <= k < problem.rows:
-        raise IndexError(f"row {k} out of range 0..{problem.rows - 1}")
+    _check_rows(problem, backend, [k])
     with one_blas_thread():
         return _sdp_row(problem, k, backend, seed, max_free)
+
+
+def _check_rows(problem: QUBOFamily, backend: str, rows: list[int]) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown SDP backend {backend!r}; choose one of {BACKENDS}")
+    for k in rows:
+        if not 0 <= k < problem.rows:
+            raise IndexError(f"row {k} out of range 0..{problem.rows - 1}")
 
 
 def sdp_rows(problem: QUBOFamily, rows: np.ndarray, *, backend: str = "ipm", seed: int = 0,
@@ -335,12 +343,8 @@ def sdp_rows(problem: QUBOFamily, rows: np.ndarray, *, backend: str = "ipm", see
     Returns:
         one :class:`RowSDP` per entry of ``rows``, in that order.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown SDP backend {backend!r}; choose one of {BACKENDS}")
     rows = [int(k) for k in np.asarray(rows, dtype=np.int64).reshape(-1)]
-    for k in rows:
-        if not 0 <= k < problem.rows:
-            raise IndexError(f"row {k} out of range 0..{problem.rows - 1}")
+    _check_rows(problem, backend, rows)
     workers = min(threads or os.cpu_count() or 1, max(1, len(rows)))
     with one_blas_thread():
         if workers == 1 or backend in ("scs", "clarabel"):  # cvxpy is not thread-safe

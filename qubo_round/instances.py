@@ -484,7 +484,7 @@ def _named_instance(spec: str) -> tuple[str, int | None] | None:
         return f"bqp{m[1]}.txt", int(m[2])
     if re.fullmatch(r"G\d+", spec):
         return f"{spec}.txt", None
-    for k in range(1, 46):
+    for k in range(1, _GKA_GROUPS[-1][1] + 1):
         if gka_name(k) == spec:
             return f"bqpgka_{k}.qubo", None
     return None

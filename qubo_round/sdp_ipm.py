@@ -20,9 +20,9 @@ strictly inside the cone (fraction ``tau`` of the way to the boundary, from the 
 eigenvalue of ``L^-1 dA L^-T``).
 
 Why not only Burer-Monteiro: the layer rows are badly conditioned (nearly collinear inputs), so
-first-order methods on the factor crawl; measured on the digits fc1 W2 rows (m ~ 440, one BLAS
-thread): L-BFGS Burer-Monteiro needs ~30 s per row for a certified bound of 0.0114008 (row 0),
-this method 1.8 s and 23 iterations for 0.0114079 (its duality gap closes to 1e-10).
+first-order methods on the factor crawl: on digits fc1 W2 row 0 (443 free variables) L-BFGS
+Burer-Monteiro takes about 16x this method's time for a slightly weaker certified bound
+(numbers in :mod:`qubo_round.bounds`, from ``benchmarks/sdp_bounds.py``).
 
 The returned ``y`` is only a candidate: the caller certifies it (:func:`qubo_round.bounds.certify`).
 """

@@ -593,7 +593,7 @@ def _anneal_sparse(problem: QUBOFamily, form: _Form, X0: np.ndarray, betas: np.n
     X = np.ascontiguousarray(X0.reshape(R * rows, n), dtype=np.uint8)
     row_of = np.tile(np.arange(rows, dtype=np.int64), R)
     F = np.empty((R * rows, n))
-    exact_fields(sf.start, sf.indices, sf.data, sf.diag, sf.s2, sf.group, row_of, X, F)
+    exact_fields(*sf, row_of, X, F)
     E = np.einsum("jn,jn->j", X, (F + sf.diag[row_of]) / 2.0)  # x^T Q x = sum_i x_i (f_i + Q_ii) / 2
     best_X, best_E = X.copy(), E.copy()
     state = seeds_for(rng, R * rows)
@@ -608,8 +608,9 @@ def _anneal_sparse(problem: QUBOFamily, form: _Form, X0: np.ndarray, betas: np.n
         s1 = min(len(betas), done + step)
         anneal_sparse_chunk(sf.start, sf.indices, sf.data, sf.s2, sf.group, row_of, free, betas, done, s1,
                             X, F, E, best_X, best_E, state)
-        exact_fields(sf.start, sf.indices, sf.data, sf.diag, sf.s2, sf.group, row_of, X, F)
         done = s1
+        if done < len(betas):  # the fields exact again for the next chunk (none after the last)
+            exact_fields(*sf, row_of, X, F)
     return best_X.reshape(R, rows, n), done
 
 

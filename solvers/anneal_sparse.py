@@ -16,22 +16,24 @@ of a sweep is kept (annealing chains can climb out of their best state while war
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["SparseForm", "sparse_form", "anneal_sparse_chunk", "exact_fields"]
+__all__ = ["SparseForm", "sparse_form", "anneal_sparse_chunk", "exact_fields", "seeds_for"]
 
-_MASK64 = (1 << 64) - 1
-
-
-class SparseForm:
+class SparseForm(NamedTuple):
     """``M_g`` off the diagonal in stacked CSR: group ``g``'s row ``i`` has its couplings at
-    ``indices/data[start[g, i]:start[g, i + 1]]``; ``diag`` (rows, n) is ``Q_k``'s diagonal."""
+    ``indices/data[start[g, i]:start[g, i + 1]]``; ``diag`` (rows, n) is ``Q_k``'s diagonal,
+    ``s2`` (rows,) the rows' scales, ``group`` (rows,) each row's matrix."""
 
-    def __init__(self, start: np.ndarray, indices: np.ndarray, data: np.ndarray, diag: np.ndarray,
-                 s2: np.ndarray, group: np.ndarray) -> None:
-        self.start, self.indices, self.data = start, indices, data
-        self.diag, self.s2, self.group = diag, s2, group
+    start: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    diag: np.ndarray
+    s2: np.ndarray
+    group: np.ndarray
 
 
 def sparse_form(M: np.ndarray, s2: np.ndarray, h: np.ndarray) -> SparseForm:
@@ -52,9 +54,8 @@ def sparse_form(M: np.ndarray, s2: np.ndarray, h: np.ndarray) -> SparseForm:
     group = np.zeros(rows, np.int64) if G == 1 else np.arange(rows, dtype=np.int64)
     dM = np.diagonal(M, axis1=1, axis2=2)[group]  # (rows, n)
     diag = s2[:, None] * dM + h
-    return SparseForm(np.stack(starts).astype(np.int64), np.concatenate(idx) if idx else np.zeros(0, np.int64),
-                      np.concatenate(val) if val else np.zeros(0), np.ascontiguousarray(diag, np.float64),
-                      np.ascontiguousarray(s2, np.float64), group)
+    return SparseForm(np.stack(starts).astype(np.int64), np.concatenate(idx), np.concatenate(val),
+                      np.ascontiguousarray(diag, np.float64), np.ascontiguousarray(s2, np.float64), group)
 
 
 @njit(cache=True)

@@ -57,7 +57,8 @@ class SolverSampler(dimod.Sampler):
             arr, init_labels = dimod.as_samples(initial_states)
             if arr.shape[0] != 1:
                 raise ValueError(f"initial_states: give one state (the warm start), got {arr.shape[0]}")
-            order = [list(init_labels).index(v) for v in labels]
+            where = {v: i for i, v in enumerate(init_labels)}
+            order = [where[v] for v in labels]
             x0 = arr[0, order].astype(np.int64)
             start = ((x0 + 1) // 2 if spin else x0).astype(np.uint8)[None, :]
         r = self.solver.solve(problem, seed=0 if seed is None else int(seed), start=start, time_limit=time_limit)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
+
 def results_root(here: Path) -> Path:
     """Where full runs write: ``studies/results`` of a source checkout (``here`` is the studies
     folder and a ``pyproject.toml`` sits beside it: the committed results), else

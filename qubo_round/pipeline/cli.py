@@ -51,10 +51,8 @@ def add_parser(sub) -> None:
 
 def _torch_load(path: str, flag: str):
     """``torch.load`` (tensors only) with a one-line error naming the file and the flag."""
-    try:
+    try:  # (the file's existence is checked before: _load_user_model)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{flag} {path}: no such file") from None
     except Exception as e:  # corrupt, truncated, or holding objects other than tensors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{flag} {path} is not a readable tensor file saved with torch.save ({first[:160]})") from None
@@ -96,6 +94,7 @@ def _load_user_model(args):
 def run(args) -> int:
     from ..cli import _parse_params
     from . import LayerOverride, QuantConfig, quantize_model, save_quantized
+    from .run import check_device
     from .nearest import nearest_model
     from ..zoo import load_model
 
@@ -105,9 +104,7 @@ def run(args) -> int:
             raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a FILE.py:FACTORY "
                              f"model only; the zoo model "
                              f"{args.model!r} brings its own weights and data (drop {given[0]})")
-    if not (args.device == "cpu" or args.device == "cuda" or
-            (args.device.startswith("cuda:") and args.device[5:].isdigit())):
-        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
+    check_device(args.device)
     if args.calib_samples is not None and args.calib_samples < 1:
         raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     if args.export:

@@ -122,6 +122,15 @@ def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: st
     return "data" if DATA_FORM_MARGIN * data < cov else "covariance"
 
 
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``, and CUDA present when asked for; else a one-line error
+    (checked before any work: the CLI calls it before loading the model)."""
+    if not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu'")
+
+
 def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = None, *,
                    device: str = "cpu", run_dir=None, progress: bool = True) -> tuple[nn.Module, QuantReport]:
     """Quantize every supported layer of ``model``; return ``(quantized copy, report)``.
@@ -136,8 +145,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         progress: show progress bars.
     """
     config = config or QuantConfig()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu'")
+    check_device(device)
     t0 = time.perf_counter()
     batches = [_to_device(b, device) for b in iterate_batches(calibration)]
     if not batches:
@@ -241,15 +249,9 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
         log.warning("layer %s: the covariance form (solver %s) cannot include the ReLU; using the "
                     "linear loss", name, lcfg.solver)
         activation = "none"
-    # One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK
-    # syevd), whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2
-    # shared cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small.
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
     layerwise = config.reconstruction == "layerwise"
-    with threadpool_limits(limits=1, user_api="blas"):
-        problems = [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
-                                       grid, layer=name, group=g)
-                    for g, (W, acc) in enumerate(zip(ad.weights(), st.groups))]
+    problems = _layer_problems(name, ad, st, layerwise, grid=grid)
     seed = config.seed + index
     if form == "covariance":
         Vs, statuses, infos, solve_seconds = _solve_covariance(problems, lcfg, seed, device, progress)
@@ -263,17 +265,16 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     near = [p.space.nearest() for p in problems]
     nearest_loss = _loss(problems, near)
     solver_loss, flips, polish_seconds = None, 0, 0.0
+    Vs_solver = Vs
     from qubo_round.solvers import solver_class
     if lcfg.polish and not solver_class(lcfg.solver).baseline and activation == "none":
         solver_loss = _loss(problems, Vs)
-        Vs_solver = Vs
         t_polish = time.perf_counter()
         Vs, flips = polish_roundings(problems, Vs)
         polish_seconds = time.perf_counter() - t_polish
     holdout = {}
     if hold:
-        Vs, holdout = _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems,
-                                      near, Vs_solver if solver_loss is not None else Vs, Vs)
+        Vs, holdout = _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems, near, Vs_solver, Vs)
     loss = _loss(problems, Vs)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
@@ -290,6 +291,21 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
              loss, nearest_loss, "" if solver_loss is None else f", solver {solver_loss:.4g}, {flips} polish flips",
              100 * row.changed_fraction, row.seconds)
     return qs, row
+
+
+def _layer_problems(name, ad, st, layerwise: bool, *, grid=None, spaces=None) -> list:
+    """The layer's groups as asymmetric reconstruction QUBOs from the statistics ``st``
+    (layer-wise reconstruction: ``H_hat = C = H``), on ``grid`` or on the given rounding
+    ``spaces`` (the same variables as another set of statistics).
+
+    One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK syevd),
+    whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
+    cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
+    spaces = spaces or [None] * len(st.groups)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
+                                   grid, space=sp, layer=name, group=g)
+                for g, (W, acc, sp) in enumerate(zip(ad.weights(), st.groups, spaces))]
 
 
 def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
@@ -325,10 +341,7 @@ def _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems, near, s
     """The layer's problems on the held-out batches (same rounding spaces), and the per-row
     choice of :func:`accept_on_holdout` among nearest, the solver's and the polished rounding."""
     st = capture_stats(fmodel, [name], hold, model_hat=qmodel)[name]
-    with threadpool_limits(limits=1, user_api="blas"):
-        held = [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
-                                   space=p.space, layer=name, group=g)
-                for g, (W, acc, p) in enumerate(zip(ad.weights(), st.groups, problems))]
+    held = _layer_problems(name, ad, st, layerwise, spaces=[p.space for p in problems])
     stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]
     Vs, refused = accept_on_holdout(problems, held, stages)
     info = dict(holdout_nearest_loss=_loss(held, near), holdout_loss=_loss(held, Vs), rows_refused=refused)
