@@ -1,10 +1,12 @@
-"""Certified SDP bounds per layer: the interior point (``ipm``) against Burer-Monteiro (``bm``).
+"""Certified bounds per layer: per-row SDP (``ipm`` against ``bm``) and the shared-diagonal box bound.
 
 For each layer's row QUBOs (every group of a grouped convolution), the certified SDP bound of
 the chosen rows with the default backend ``ipm`` (rows in parallel threads, one BLAS thread
-each), the same for ``bm`` on the first ``--bm-rows`` rows, and the eigenvalue bound; prints a
-Markdown table (seconds per layer and per row, the bounds' totals, and ipm / bm on the rows both
-solved) and writes ``OUT.md`` and ``OUT.json``.
+each), the same for ``bm`` on the first ``--bm-rows`` rows, the shared-diagonal box bound of
+*all* rows (:mod:`qubo_round.box_bound`: one SDP per layer, then one batched computation;
+layers with a shared matrix only) and the eigenvalue bound; prints a Markdown table (seconds
+per layer and per row, the bounds' totals, ipm / bm and box / ipm on the rows both bounded, and
+the round-to-nearest energy for scale) and writes ``OUT.md`` and ``OUT.json``.
 
     python benchmarks/sdp_bounds.py                                      # digits, W2, all rows
     python benchmarks/sdp_bounds.py --instances bqp100-1 bqp250-1 --bm-rows 1 \\
@@ -39,6 +41,8 @@ def problems(model: str, layer: str, bits: int, samples: int, seed: int):
 
 def measure(p, rows: int | None, bm_rows: int, seed: int) -> dict:
     from qubo_round.bounds import eig_bound, sdp_rows
+    from qubo_round.box_bound import box_bound
+    from qubo_round.problem import LayerQUBO
 
     idx = np.arange(p.rows if rows is None else min(rows, p.rows))
     t = time.perf_counter()
@@ -48,10 +52,16 @@ def measure(p, rows: int | None, bm_rows: int, seed: int) -> dict:
     eig = eig_bound(p, rows=idx)
     t_eig = time.perf_counter() - t
     b_ipm = np.array([r.bound for r in ipm])
+    nearest = p.energies(np.asarray(p.prior >= 0.5, np.uint8)) if p.space is not None else None
     out = {"rows": int(len(idx)), "free_median": float(np.median(p.num_free[idx])),
            "ipm_seconds": t_ipm, "ipm_row_seconds_median": float(np.median([r.seconds for r in ipm])),
            "ipm_total": float(b_ipm.sum()), "eig_seconds": t_eig, "eig_total": float(eig.sum()),
-           "ipm_bounds": b_ipm.tolist()}
+           "ipm_bounds": b_ipm.tolist(), "all_rows": int(p.rows), "nearest_total": None if nearest is None else float(nearest.sum())}
+    if isinstance(p, LayerQUBO) and p.shared:
+        box = box_bound(p)
+        out.update(box_seconds=box.seconds, box_sdp_seconds=box.info["sdp_seconds"], box_iterations=box.iterations,
+                   box_total=float(box.values.sum()), box_over_ipm=float(box.values[idx].sum() / b_ipm.sum()),
+                   box_bounds=box.values.tolist())
     if bm_rows:
         jb = idx[:bm_rows]
         t = time.perf_counter()
@@ -66,14 +76,18 @@ def measure(p, rows: int | None, bm_rows: int, seed: int) -> dict:
 def markdown(results: list[dict], header: str) -> str:
     lines = [header, "",
              "| layer | bits | rows | median free | ipm s/layer | ipm s/row (median) | ipm total | "
-             "bm rows | bm s/row (median) | ipm/bm on those rows | eig total (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "bm rows | bm s/row (median) | ipm/bm on those rows | eig total (s) | "
+             "box s, all rows (SDP s) | box total, all rows | box/ipm on the ipm rows | nearest energy, all rows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         bm = (f"{r['bm_rows']} | {r['bm_row_seconds_median']:.1f} | {r['ipm_over_bm']:.5f}" if "bm_rows" in r
               else "0 | - | -")
+        box = (f"{r['box_seconds']:.1f} ({r['box_sdp_seconds']:.1f}) | {r['box_total']:.6g} | {r['box_over_ipm']:.3f}"
+               if "box_total" in r else "- | - | -")
+        near = "-" if r["nearest_total"] is None else f"{r['nearest_total']:.6g}"
         lines.append(f"| {r['layer']} | {r['bits']} | {r['rows']} | {r['free_median']:.0f} | {r['ipm_seconds']:.1f} | "
                      f"{r['ipm_row_seconds_median']:.2f} | {r['ipm_total']:.6g} | {bm} | "
-                     f"{r['eig_total']:.4g} ({r['eig_seconds']:.1f}) |")
+                     f"{r['eig_total']:.4g} ({r['eig_seconds']:.1f}) | {box} | {near} |")
     return "\n".join(lines)
 
 
@@ -108,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(f"  {r['layer']}: ipm {r['ipm_seconds']:.1f} s for {r['rows']} rows", file=sys.stderr, flush=True)
     cpu = platform.processor() or platform.machine()
-    header = (f"# Certified SDP bounds per layer: ipm vs bm\n\n`python benchmarks/sdp_bounds.py "
+    header = (f"# Certified bounds per layer: per-row SDP (ipm, bm), shared-diagonal box, eigenvalue\n\n`python benchmarks/sdp_bounds.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}` on {os.cpu_count()} CPU cores ({cpu}); "
               f"{'instances ' + ', '.join(a.instances) if a.instances else f'model {a.model}, {a.samples} calibration samples'}, "
               f"seed {a.seed}. Rows run in parallel threads "
-              f"(one BLAS thread each); 'total' is the sum of the rows' certified bounds (energy units).")
+              f"(one BLAS thread each); 'total' is the sum of the rows' certified bounds (energy units); "
+              f"ipm, bm and eig bound the first 'rows' rows, box every row of the layer.")
     write_results(a.out, markdown(results, header), a, results)
     return 0
 

@@ -82,7 +82,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from .problem import QUBOFamily
+from .box_bound import box_bound
+from .problem import LayerQUBO, QUBOFamily
 from .sdp_ipm import solve_maxcut_sdp
 
 log = logging.getLogger(__name__)
@@ -471,7 +472,7 @@ def _solve_cvxpy(M: np.ndarray, backend: str) -> tuple[np.ndarray, np.ndarray]:
 # The family-level entry point and gaps
 # ------------------------------------------------------------------------------------------------
 
-METHODS = ("auto", "exact", "bnb", "sdp", "eig")
+METHODS = ("auto", "exact", "bnb", "sdp", "box", "eig")
 
 
 def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: int = 24,
@@ -483,10 +484,13 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
     ``exact_max_free`` (24) free variables; otherwise the branch and bound (solver ``bnb``) gets
     ``bnb_seconds`` per row (None or 0: skipped) and proves what it can; each row it leaves open
     gets the best of its open-node bound, the SDP bound (rows up to ``sdp_max_free`` free
-    variables; None: every row) and the eigenvalue bound. ``method`` is then ``"exact"`` when
-    every row was proven, else ``"sdp"`` or ``"eig"`` (the weakest method a row relied on is not
-    recorded there: ``info["row_methods"]`` has each row's). ``"exact"``, ``"bnb"`` (no time
-    limit: proves every row), ``"sdp"`` and ``"eig"`` force a method.
+    variables; None: every row), on the rows beyond ``sdp_max_free`` of a layer with one shared
+    matrix the shared-diagonal box bound (:mod:`qubo_round.box_bound`: one SDP for the whole
+    layer, all rows in one batched computation), and the eigenvalue bound. ``method`` is then
+    ``"exact"`` when every row was proven, else ``"sdp"``, ``"box"`` or ``"eig"`` (the strongest
+    method any row used; ``info["row_methods"]`` has each row's). ``"exact"``, ``"bnb"`` (no
+    time limit: proves every row), ``"sdp"``, ``"box"`` (shared-matrix layers only) and
+    ``"eig"`` force a method.
 
     Returns:
         :class:`Bound` with ``values`` (rows,).
@@ -514,6 +518,10 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
         values = np.array([r.bound for r in rows])
         info.update(backend=backend, sdp_values=np.array([r.value for r in rows]),
                     row_methods=["sdp"] * problem.rows)
+    elif method == "box":
+        bb = box_bound(problem)
+        values = bb.values
+        info.update(iterations=bb.iterations, sdp_seconds=bb.info["sdp_seconds"], row_methods=["box"] * problem.rows)
     elif method == "eig":
         values = eig_bound(problem, line_evals=eig_line_evals, steps=eig_steps)
         info.update(line_evals=eig_line_evals, steps=eig_steps, row_methods=["eig"] * problem.rows)
@@ -544,6 +552,11 @@ def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, 
     for k, row in zip(todo, sdp_rows(problem, np.array(todo, dtype=np.int64), backend=backend, seed=seed)):
         if row.bound > values[k]:
             values[k], how[k] = row.bound, "sdp"
+    wide = np.setdiff1d(np.flatnonzero(~proven), todo)
+    if len(wide) and isinstance(problem, LayerQUBO) and problem.shared:
+        for k, b in zip(wide, box_bound(problem, rows=wide).values):
+            if b > values[k]:
+                values[k], how[k] = b, "box"
     left = np.flatnonzero(~proven)
     if len(left):
         e = eig_bound(problem, line_evals=eig_line_evals, steps=eig_steps, rows=left)
@@ -553,7 +566,7 @@ def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, 
     for k in np.flatnonzero(proven):
         how[k] = "exact"
     info.update(backend=backend, row_methods=how, proven=proven)
-    method = "exact" if proven.all() else "sdp" if "sdp" in how else "eig"
+    method = "exact" if proven.all() else next(m for m in ("sdp", "box", "eig") if m in how)
     return values, method
 
 
