@@ -65,10 +65,10 @@ def data_form_params(solver: str, solver_params: dict) -> AdaRoundParams:
     """The resolved :class:`AdaRoundParams` of a layer's solver spec (``adaround`` or
     ``adaround/PRESET``) and parameters: the data form runs with exactly the settings the
     covariance form would (unknown or invalid parameters raise as they would there)."""
-    from qubo_round.solvers import get_solver
-    if solver.split("/")[0] != "adaround":
-        raise ValueError(f"the data form is AdaRound's relaxation, solver {solver!r} cannot use it; "
-                         "use form='covariance' for other solvers")
+    from qubo_round.solvers import get_solver, solver_class
+    if not solver_class(solver).has_data_form:
+        raise ValueError(f"solver {solver!r} has no data form (only solvers with has_data_form, AdaRound's "
+                         "relaxation, do); use form='covariance' for other solvers")
     params = {k: v for k, v in solver_params.items() if k != "device"}
     resolved = get_solver(solver, **params).params
     if not resolved.rectified:

@@ -240,7 +240,7 @@ def cpu_settings(threads: int | None):
 
 
 class TorchSolver(Solver):
-    """Base of the torch-based solvers.
+    """Base of the torch-based solvers (``batches_groups``: all rows are one batched tensor).
 
     Parameters every subclass has: ``device`` (checked before any work: ``"cuda"`` without CUDA
     raises :class:`CapabilityError`), ``dtype``, and ``threads``: the CPU threads torch may use
@@ -249,6 +249,8 @@ class TorchSolver(Solver):
     is restored after the solve (process-global while it runs), and subnormal floats are flushed
     to zero meanwhile (:func:`cpu_settings`).
     """
+
+    batches_groups = True
 
     def check(self, problem: QUBOFamily) -> None:
         super().check(problem)

@@ -110,8 +110,15 @@ class Solver(abc.ABC):
     * ``required_modules``: importable modules the solver needs.
     * ``needs_space``: needs a layer problem (a rounding space), not a plain QUBO.
 
-    And one for the pipeline: ``baseline``, the reference rounding others are measured against
-    (``nearest``): kept as it is, never polished.
+    And for the pipeline:
+
+    * ``baseline``: the reference rounding others are measured against (``nearest``): kept as it
+      is, never polished.
+    * ``has_data_form``: the solver also optimises a layer from its calibration mini-batches
+      (the pipeline's ``form="data"``, AdaRound's relaxation), with the same parameters.
+    * ``batches_groups``: the groups of a grouped convolution, stacked into one problem with
+      per-row matrices (:func:`qubo_round.problem.stack_rows`), are solved in one call, as
+      fast as one group (the batched relaxations).
     """
 
     name: ClassVar[str] = ""
@@ -121,6 +128,8 @@ class Solver(abc.ABC):
     required_modules: ClassVar[tuple[str, ...]] = ()
     needs_space: ClassVar[bool] = False
     baseline: ClassVar[bool] = False
+    has_data_form: ClassVar[bool] = False
+    batches_groups: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, **params: Any) -> None:

@@ -186,3 +186,17 @@ def test_iteration_progress_bar_reaches_the_relaxation(digits, monkeypatch, caps
     quantize_model(b.model, x, cfg, device="cpu", progress=False)
     assert seen[-1].params.progress is False
     assert "adaround:" not in capsys.readouterr().err
+
+
+def test_capability_flags_decide_form_and_group_batching():
+    """The pipeline asks the solver class (has_data_form, batches_groups), never its name."""
+    from qubo_round.relaxations.objective import TorchSolver
+    from qubo_round.solvers import available_solvers, solver_class
+    with_data = [n for n in available_solvers() if solver_class(n).has_data_form]
+    assert with_data == ["adaround"]
+    for name in available_solvers():
+        cls = solver_class(name)
+        assert cls.batches_groups == issubclass(cls, TorchSolver)
+    assert choose_form("auto", 4096, 25088, 32, "none", "adaround/fast") == "data"  # a preset too
+    assert choose_form("auto", 4096, 25088, 32, "none", "gptq") == "covariance"
+    assert choose_form("auto", 8, 8, 32, "relu", "its") == "covariance"

@@ -85,10 +85,6 @@ def _solver_for(spec: str, params: dict, device: str, progress: bool = False):
     return get_solver(spec, **params, **extra)
 
 
-#: Solvers that have a data form (the relaxation on mini-batches).
-DATA_FORM_SOLVERS = ("adaround",)
-
-
 #: Work per weight and step that both forms of AdaRound do alike (rectified sigmoid, regulariser,
 #: Adam: some 25 element-wise passes over rows x cols), in flop-equivalents of their matrix
 #: products. On the digits layers (CPU, one thread, ``benchmarks/results/forms_speed.md``) fc1
@@ -105,7 +101,7 @@ DATA_FORM_MARGIN = 2.0
 
 
 def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str, solver: str) -> str:
-    """``auto``: covariance for solvers without a data form; otherwise the data form when an
+    """``auto``: covariance for solvers without a data form (capability ``has_data_form``); otherwise the data form when an
     activation-aware loss is asked for (not a QUBO), else the data form only when its estimated
     cost per step, ``rows cols (4 batch_cols + S)``, is at most ``1 / DATA_FORM_MARGIN`` of the
     covariance form's, ``rows cols (2 cols + S)`` (``S = SHARED_COST_PER_WEIGHT``, the work both
@@ -113,7 +109,8 @@ def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: st
     connected layers)."""
     if form != "auto":
         return form
-    if solver.split("/")[0] not in DATA_FORM_SOLVERS:
+    from qubo_round.solvers import solver_class
+    if not solver_class(solver).has_data_form:
         return "covariance"
     if activation != "none":
         return "data"
@@ -312,10 +309,9 @@ def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
     """The layer's solver on its groups' QUBOs. Returns (roundings V, statuses, the solvers' info
     dicts, seconds inside the solver)."""
     solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
-    from qubo_round.relaxations.objective import TorchSolver  # (after them: import cycle)
     t0 = time.perf_counter()
-    if len(problems) > 1 and isinstance(solver, TorchSolver):
-        # a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
+    if len(problems) > 1 and solver.batches_groups:
+        # e.g. a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
         r = solver.solve(stack_rows(problems), seed=seed)
         cuts = np.cumsum([p.rows for p in problems])[:-1]
         Vs = [p.to_rounding(X) for p, X in zip(problems, np.split(r.best, cuts))]
