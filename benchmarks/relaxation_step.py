@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qubo_round.solvers import get_solver  # first: the solvers and the relaxations import each other
-import qubo_round.relaxations.active as active  # noqa: E402
-import qubo_round.relaxations.objective as objective  # noqa: E402
-from qubo_round.extract import layer_problems  # noqa: E402
-from qubo_round.grid import Grid  # noqa: E402
+import qubo_round.relaxations.active as active
+import qubo_round.relaxations.objective as objective
+from qubo_round.extract import layer_problems
+from qubo_round.grid import Grid
+from qubo_round.solvers import get_solver
 from qubo_round.zoo import load_model
 
 log = logging.getLogger("relaxation_step")

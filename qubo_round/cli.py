@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import math
@@ -20,19 +19,6 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-method", choices=["minmax", "mse", "output-mse"], default="mse")
 
 
-def _parse_params(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
-            out[key] = val
-    return out
-
-
 def _json_safe(o):
     if isinstance(o, float) and not math.isfinite(o):
         return str(o)
@@ -48,7 +34,7 @@ def cmd_problem(args) -> int:
     from .grid import Grid
     from .io import save_problem
     from .layers import supported_layers
-    from .summary import format_summary, problem_summary
+    from .bench.summary import format_summary, problem_summary
     from .zoo import load_model
 
     bundle = load_model(args.model)
@@ -77,10 +63,11 @@ def cmd_problem(args) -> int:
 
 def cmd_solve(args) -> int:
     from .instances import load_instance
+    from .pipeline.cli import parse_params  # the CLIs' one KEY=VALUE parser
     from .solvers import get_solver
 
     problem = load_instance(args.instance, data_dir=args.data_dir)
-    solver = get_solver(args.solver, **_parse_params(args.param))
+    solver = get_solver(args.solver, **parse_params(args.param))
     res = solver.solve(problem, seed=args.seed, time_limit=args.time_limit)
     out = {"instance": problem.meta.get("name", args.instance), "solver": args.solver,
            "objective": problem.objective(res.energy), "sense": problem.meta.get("sense", "min"),

@@ -104,7 +104,7 @@ class AdaRound(TorchSolver):
     """AdaRound: rectified-sigmoid relaxation with the annealed regulariser (eq. 21-24), on the
     QUBO's continuous form (no data batches); ``theta >= 0`` rounds up."""
 
-    has_data_form = True  # relaxations.data_form runs it on mini-batches
+    has_data_form = True  # qubo_round.pipeline.data_form runs it on mini-batches
 
     Params = AdaRoundParams
 

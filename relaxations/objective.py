@@ -1,39 +1,21 @@
-"""The continuous form of a QUBO family, shared by the relaxation solvers and GPTQ.
+"""The relaxation solvers' common parts: devices, the relaxed objective in torch, the solver base.
 
-Every row of a family is written as a quadratic in a real vector ``h`` (method.md sections 2-3)::
-
-    E_k(h) = a_k h^T P_k h + l_k . h + c_k,        h in [0, 1]^n
-
-which equals the row's QUBO energy on every binary ``h`` (``h_i^2 = h_i``):
-
-* :class:`~qubo_round.problem.LayerQUBO`: ``P_k = A_k`` (``H``), ``a_k = s_k^2``, ``l_k = h_k``
-  (the problem's linear terms). In the covariance form this is the layer's reconstruction loss
-  ``tr(dW H dW^T)`` of the relaxed weights ``W_tilde = s (floor + h)``: one step costs about
-  ``2 rows cols^2`` flops, independent of the amount of calibration data.
-* :class:`~qubo_round.problem.DenseQUBO`: the split of ``Q`` into quadratic and linear parts is
-  not recorded, so the diagonal is moved to the linear term and the smallest uniform shift that
-  makes the quadratic part positive semidefinite is added back:
-  ``P = Q - diag(Q) + mu I``, ``l = diag(Q) - mu``, ``mu = max(0, -lambda_min(Q - diag(Q)))``,
-  ``a = 1``: a convex relaxation, exact on binary points.
-
-Scaling (how ``lambda`` of the relaxation solvers relates to the loss): each row is divided by its
-*unit* ``u_k = a_k * mean_{i free} P_k[i, i]``, the loss of moving one free weight of that row by
-one grid step (``s_k^2 E[x_i^2]`` averaged over the free inputs of the row). The normalised loss
-``E_k(h) / u_k`` is dimensionless: a regulariser weight ``lambda`` per variable means "lambda
-units of a one-step rounding error", whatever the layer's weight and activation scales.
+The continuous form of a QUBO family (``E_k(h) = a_k h^T P_k h + l_k . h + c_k``, exact on
+binary ``h``) and the row units that scale ``lambda`` live in the core,
+:mod:`qubo_round.split` (GPTQ uses them too); they are re-exported here.
 """
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qubo_round.problem import DenseQUBO, LayerQUBO, QUBOFamily
+from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.base import CapabilityError, Solver
+from qubo_round.split import QuadraticSplit, quadratic_split, row_units  # noqa: F401  (re-exported)
 
 from .adam import Adam  # noqa: F401  (re-exported: the relaxation solvers' optimiser)
 
@@ -41,70 +23,6 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEVICES = ("cpu", "cuda", "auto")
-
-
-@dataclass(frozen=True)
-class QuadraticSplit:
-    """``E_k(h) = a_k h^T P_k h + lin_k . h + offset_k`` for every row k (numpy, float64).
-
-    Attributes:
-        P: (n, n) shared by all rows, or (rows, n, n) per row; symmetric.
-        a: (rows,) scale of the quadratic part (``s_k^2`` for layers, 1 for dense QUBOs).
-        lin: (rows, n) linear terms.
-        offset: (rows,) constants.
-        shift: the diagonal shift ``mu`` added for a dense QUBO (0 for layers).
-    """
-
-    P: np.ndarray
-    a: np.ndarray
-    lin: np.ndarray
-    offset: np.ndarray
-    shift: float = 0.0
-
-    @property
-    def shared(self) -> bool:
-        return self.P.ndim == 2
-
-    def row_P(self, k: int) -> np.ndarray:
-        return self.P if self.shared else self.P[k]
-
-    def units(self, fixed_mask: np.ndarray) -> np.ndarray:
-        """(rows,) loss of one free variable moved by one step: ``a_k mean_{i free} P_k[i, i]``;
-        falls back to the mean over all variables, then to 1 where that is not positive."""
-        d = np.diagonal(self.P, axis1=-2, axis2=-1)
-        d = np.broadcast_to(d, fixed_mask.shape)
-        free = ~fixed_mask
-        nfree = free.sum(1)
-        mean_free = np.where(nfree > 0, (d * free).sum(1) / np.maximum(nfree, 1), d.mean(1))
-        u = self.a * mean_free
-        bad = ~(np.isfinite(u) & (u > 0))
-        if bad.any():
-            alt = self.a * np.abs(d).mean(1)
-            u = np.where(bad, alt, u)
-            u = np.where(np.isfinite(u) & (u > 0), u, 1.0)
-        return u
-
-
-def quadratic_split(problem: QUBOFamily) -> QuadraticSplit:
-    """The continuous form of ``problem`` (see the module docstring)."""
-    if isinstance(problem, LayerQUBO):
-        return QuadraticSplit(P=problem.A, a=problem.scale**2, lin=problem.linear, offset=problem.offset)
-    if isinstance(problem, DenseQUBO):
-        Q = problem.Q
-        dq = np.diag(Q).copy()
-        P = Q - np.diag(dq)
-        mu = max(0.0, -float(np.linalg.eigvalsh(P)[0])) if P.shape[0] else 0.0
-        P[np.diag_indices_from(P)] += mu
-        log.debug("dense QUBO split: diagonal shift mu = %.4g makes the quadratic part PSD", mu)
-        return QuadraticSplit(P=P, a=np.ones(1), lin=(dq - mu)[None, :], offset=problem.offset, shift=mu)
-    raise CapabilityError(f"no continuous form for a {type(problem).__name__}; "
-                          "expected a LayerQUBO or a DenseQUBO")
-
-
-def row_units(problem: QUBOFamily) -> np.ndarray:
-    """(rows,) the unit of each row's loss (module docstring): divide a row's loss by it to make
-    a regulariser weight ``lambda`` mean the same in every layer and every form."""
-    return quadratic_split(problem).units(problem.fixed_mask)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from qubo_round.errors import CapabilityError
 from qubo_round.problem import QUBOFamily
 
 #: Status strings a result may carry.
@@ -26,10 +27,6 @@ TIMING_KEYS = ("setup_seconds", "solve_seconds", "total_seconds")
 
 class SolverError(RuntimeError):
     """A solver misbehaved (e.g. returned a sample that violates a fixed variable)."""
-
-
-class CapabilityError(ValueError):
-    """The problem or environment is beyond what the solver can do."""
 
 
 class ParameterError(TypeError):

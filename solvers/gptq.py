@@ -19,7 +19,7 @@ values (``u_F = u0 + (A_FF + delta I)^{-1} (r - A_FF u0)`` with ``r`` the right-
 ``u0`` the prior ``frac(W/s)``, which makes ``u_F`` the optimum nearest the prior when ``A_FF`` is
 singular), and every row of the group shares one factor of ``A_FF``: one factorisation per
 distinct pattern (shared ``A``), per row (per-row ``A``). A dense QUBO uses the split of
-:func:`qubo_round.relaxations.objective.quadratic_split`.
+:func:`qubo_round.split.quadratic_split`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import scipy.linalg.lapack
 from threadpoolctl import threadpool_limits
 
 from qubo_round.problem import QUBOFamily
-from qubo_round.relaxations.objective import quadratic_split
+from qubo_round.split import quadratic_split
 
 from .base import Solver
 from .registry import register

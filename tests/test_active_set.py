@@ -16,7 +16,7 @@ import qubo_round.relaxations.active as active
 from qubo_round.builders import covariance_problem
 from qubo_round.grid import Grid
 from qubo_round.relaxations.active import THETA_CLIP, ActiveSet
-from qubo_round.relaxations.data_form import _optimise, data_form_params
+from qubo_round.pipeline.data_form import _optimise, data_form_params
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import get_solver
 

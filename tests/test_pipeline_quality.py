@@ -15,7 +15,7 @@ from qubo_round.pipeline.config import LayerOverride
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.pipeline.run import choose_form
 from qubo_round.relaxations.active import ActiveSet
-from qubo_round.relaxations.data_form import _optimise, capture_columns, data_form_grad, data_form_params
+from qubo_round.pipeline.data_form import _optimise, capture_columns, data_form_grad, data_form_params
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import ParameterError, get_solver
 from qubo_round.zoo import load_model

@@ -163,6 +163,6 @@ def test_plain_sigmoid_variant():
     np.testing.assert_array_equal(r.samples, plain.solve(p, seed=1).samples)
     with pytest.raises(ValueError, match="rectified"):
         get_solver("adaround", rectified="no")
-    from qubo_round.relaxations.data_form import data_form_params
+    from qubo_round.pipeline.data_form import data_form_params
     with pytest.raises(ValueError, match="rectified sigmoid only"):
         data_form_params("adaround", {"rectified": False})

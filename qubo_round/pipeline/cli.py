@@ -1,6 +1,7 @@
 """``qubo-round quantize``: the main job, on a zoo model or a user's own model."""
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import logging
@@ -11,6 +12,20 @@ import torch
 
 log = logging.getLogger(__name__)
 
+
+
+def parse_params(items: list[str]) -> dict:
+    """``--param KEY=VALUE`` items as a dict; values are Python literals where they parse, else strings."""
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            out[key] = val
+    return out
 
 def add_parser(sub) -> None:
     q = sub.add_parser("quantize", help="quantize a whole network (default solver: adaround)")
@@ -92,7 +107,6 @@ def _load_user_model(args):
 
 
 def run(args) -> int:
-    from ..cli import _parse_params
     from . import LayerOverride, QuantConfig, quantize_model, save_quantized
     from .run import check_device
     from .nearest import nearest_model
@@ -115,7 +129,7 @@ def run(args) -> int:
     calib = bundle.calibration(n, args.seed)
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
                          scale_method=args.scale_method, solver=args.solver,
-                         solver_params=_parse_params(args.param), form=args.form, activation=args.activation,
+                         solver_params=parse_params(args.param), form=args.form, activation=args.activation,
                          reconstruction=args.reconstruction, polish=not args.no_polish, holdout=args.holdout,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None

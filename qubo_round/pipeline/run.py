@@ -253,7 +253,7 @@ def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, de
     if form == "covariance":
         Vs, statuses, infos, solve_seconds = _solve_covariance(problems, lcfg, seed, device, progress)
     else:
-        from qubo_round.relaxations.data_form import solve_data_form
+        from qubo_round.pipeline.data_form import solve_data_form
         Vs, statuses, info = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems,
                                              lcfg, config, activation, seed, device, progress)
         infos, solve_seconds = [info], info["seconds"]

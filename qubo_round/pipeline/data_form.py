@@ -4,7 +4,7 @@
 
 over batches ``b`` of ``batch_size`` calibration samples (``m`` columns: samples times positions),
 with ``W_tilde = s (L + h(V) - z)`` (fixed entries keep their level). Each row's squared error is
-averaged over columns and divided by the row's unit ``u_k`` (``relaxations.objective.row_units``,
+averaged over columns and divided by the row's unit ``u_k`` (:func:`qubo_round.split.row_units`,
 the loss of moving one weight by one grid step), exactly as the covariance form of ``adaround``
 does, so ``lambda`` means the same in both forms. Needed when ``f_a`` is a ReLU.
 
@@ -25,14 +25,13 @@ import time
 import numpy as np
 import torch
 
-import qubo_round.solvers  # noqa: F401  (import order: registers adaround; avoids the objective <-> solvers cycle)
 from qubo_round.layers import LayerAdapter
+from qubo_round.relaxations.active import ActiveSet
+from qubo_round.relaxations.adaround import FREEZE_CHECK, AdaRoundParams, inverse_rectified_sigmoid
+from qubo_round.relaxations.objective import DTYPES, cpu_settings, steps
+from qubo_round.relaxations.schedule import AdaRoundSchedule
+from qubo_round.split import row_units
 from qubo_round.stats import _call
-
-from .active import ActiveSet
-from .adaround import FREEZE_CHECK, AdaRoundParams, inverse_rectified_sigmoid
-from .objective import DTYPES, cpu_settings, row_units, steps
-from .schedule import AdaRoundSchedule
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .problem import QUBOFamily
+from ..problem import QUBOFamily
 
 
 def problem_summary(problems: list[QUBOFamily], exact_limit: int = 24) -> dict:
