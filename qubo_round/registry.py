@@ -71,6 +71,21 @@ class Registry(Generic[T]):
                              f"{self.hint}")
         return self._entries[name]
 
+    __getitem__ = get
+
     def load_all(self) -> dict[str, T]:
         """Every entry (importing every lazy module), in :meth:`names` order."""
         return {n: self.get(n) for n in self.names()}
+
+    def items(self) -> list[tuple[str, T]]:
+        """``(name, entry)`` pairs of :meth:`load_all`."""
+        return list(self.load_all().items())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def copy(self) -> "Registry[T]":
+        """An independent registry with the same entries (e.g. to register temporarily in a test)."""
+        new: Registry[T] = Registry(self.kind, error=self.error, lazy=self._lazy, hint=self.hint)
+        new._entries = dict(self._entries)
+        return new

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from .registry import Registry, UnknownNameError
+
 __all__ = [
     "ModelBundle",
     "UnknownModelError",
@@ -60,16 +62,13 @@ class ModelBundle:
         return {"accuracy": float((pred == y).float().mean())}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UnknownNameError):
     """Raised by :func:`load_model` for a name that is not registered."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message, quoting it
-        return str(self.args[0]) if self.args else ""
 
 
 ModelFactory = Callable[[], ModelBundle]
 
-_REGISTRY: dict[str, ModelFactory] = {}
+_REGISTRY: Registry[ModelFactory] = Registry("model", error=UnknownModelError)
 
 
 def register_model(name: str, factory: ModelFactory) -> None:
@@ -79,18 +78,14 @@ def register_model(name: str, factory: ModelFactory) -> None:
         ValueError: if ``name`` is empty or already registered.
         TypeError: if ``factory`` is not callable.
     """
-    if not name:
-        raise ValueError("register_model: name must be a non-empty string")
     if not callable(factory):
         raise TypeError(f"register_model: factory for {name!r} is not callable")
-    if name in _REGISTRY:
-        raise ValueError(f"register_model: a model named {name!r} is already registered")
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def available_models() -> list[str]:
     """Sorted names of all registered models."""
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY.names())
 
 
 def load_model(name: str) -> ModelBundle:
@@ -99,13 +94,7 @@ def load_model(name: str) -> ModelBundle:
     Raises:
         UnknownModelError: if ``name`` is not registered; the message lists the available names.
     """
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; available models: {', '.join(available_models()) or '(none)'}"
-        ) from None
-    bundle = factory()
+    bundle = _REGISTRY.get(name)()
     if not isinstance(bundle, ModelBundle):
         raise TypeError(f"factory for {name!r} returned {type(bundle).__name__}, not ModelBundle")
     return bundle

@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from qubo_round.registry import Registry, UnknownNameError
+
 __all__ = ["STUDIES", "available_studies", "get_study", "UnknownStudyError"]
 
 # name -> (module, one-line question)
-STUDIES: dict[str, tuple[str, str]] = {
+_TABLE: dict[str, tuple[str, str]] = {
     "rounding-choice": ("qubo_round.studies.rounding_choice",
                         "Which rounding of the weights is best: nearest, floor/ceil, stochastic, the QUBOs solved, or the relaxation? (paper Tables 1-2)"),
     "cost-vs-accuracy": ("qubo_round.studies.cost_vs_accuracy",
@@ -32,18 +34,20 @@ STUDIES: dict[str, tuple[str, str]] = {
 }
 
 
-class UnknownStudyError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+class UnknownStudyError(UnknownNameError):
+    """No study of that name."""
+
+
+#: name -> (module, one-line question); the module is imported only by :func:`get_study`.
+STUDIES: Registry[tuple[str, str]] = Registry("study", error=UnknownStudyError, hint=" (`qubo-round study --list`)")
+for _name, _entry in _TABLE.items():
+    STUDIES.register(_name, _entry)
 
 
 def available_studies() -> list[str]:
-    return list(STUDIES)
+    return STUDIES.names()
 
 
 def get_study(name: str) -> Callable:
     """The ``run(ctx)`` function of study ``name``."""
-    if name not in STUDIES:
-        raise UnknownStudyError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)} "
-                                f"(`qubo-round study --list`)")
-    return importlib.import_module(STUDIES[name][0]).run
+    return importlib.import_module(STUDIES.get(name)[0]).run

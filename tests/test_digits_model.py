@@ -184,7 +184,7 @@ def test_zoo_duplicate_registration_raises() -> None:
 
 
 def test_zoo_register_new_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(zoo, "_REGISTRY", dict(zoo._REGISTRY))
+    monkeypatch.setattr(zoo, "_REGISTRY", zoo._REGISTRY.copy())
     x = torch.zeros(4, 1, 8, 8)
     y = torch.zeros(4, dtype=torch.int64)
     zoo.register_model(

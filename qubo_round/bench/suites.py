@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from qubo_round.registry import Registry, UnknownNameError
+
 log = logging.getLogger(__name__)
 
 #: Descriptor columns every instance provides (missing values are None).
@@ -21,11 +23,8 @@ DESCRIPTOR_FIELDS = ("source", "set", "layer", "group", "bits", "hessian", "rows
                      "max_free", "condition", "sense", "best_known")
 
 
-class UnknownSuiteError(KeyError):
+class UnknownSuiteError(UnknownNameError):
     """No suite of that name."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -111,23 +110,23 @@ def describe_problem(problem, **extra: Any) -> dict[str, Any]:
 SuiteGenerator = Callable[[SuiteOptions], Iterable[Instance]]
 
 
-class SuiteRegistry(dict):
-    """Name -> generator; :meth:`register` refuses names already taken."""
+class SuiteRegistry(Registry[SuiteGenerator]):
+    """Name -> generator (:class:`qubo_round.registry.Registry`); :meth:`register` is a decorator."""
 
-    def register(self, name: str) -> Callable[[SuiteGenerator], SuiteGenerator]:
-        """Decorator registering ``generator`` under ``name``."""
+    def __init__(self) -> None:
+        super().__init__("benchmark suite", error=UnknownSuiteError)
+
+    def register(self, name: str) -> Callable[[SuiteGenerator], SuiteGenerator]:  # type: ignore[override]
+        """Decorator registering ``generator`` under ``name`` (names already taken raise)."""
         def deco(gen: SuiteGenerator) -> SuiteGenerator:
-            if name in self:
-                raise ValueError(f"a benchmark suite named {name!r} is already registered "
-                                 f"({getattr(self[name], '__qualname__', self[name])})")
             if not callable(gen):
                 raise TypeError(f"suite {name!r}: generator is not callable")
-            self[name] = gen
+            Registry.register(self, name, gen)
             return gen
         return deco
 
 
-#: The global suite registry.
+#: The suite registry.
 SUITES = SuiteRegistry()
 register_suite = SUITES.register
 
@@ -139,15 +138,13 @@ def _ensure_builtin() -> None:
 def available_suites() -> list[str]:
     """Registered suite names."""
     _ensure_builtin()
-    return list(SUITES)
+    return SUITES.names()
 
 
 def get_suite(name: str) -> SuiteGenerator:
     """The generator of suite ``name``; :class:`UnknownSuiteError` lists the available ones."""
     _ensure_builtin()
-    if name not in SUITES:
-        raise UnknownSuiteError(f"unknown benchmark suite {name!r}; available: {', '.join(SUITES)}")
-    return SUITES[name]
+    return SUITES.get(name)
 
 
 def suite_instances(name: str, options: SuiteOptions) -> list[Instance]:
