@@ -76,7 +76,6 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +84,7 @@ from scipy.optimize import minimize
 from .box_bound import box_bound
 from .problem import LayerQUBO, QUBOFamily
 from .sdp_ipm import solve_maxcut_sdp
+from .threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +100,12 @@ _EPS = np.finfo(np.float64).eps
 TINY = 1e-12
 
 
-_THREAD_LIMIT_DEPTH = 0
-
-
-@contextmanager
 def one_blas_thread():
-    """Limit BLAS to one thread (re-entrant). The SDP work is many small dense products and
-    L-BFGS updates: with several BLAS threads on a shared machine the synchronisation costs more
-    than the arithmetic (measured: conformance problems 7.9 s -> 0.5 s on 2 busy cores)."""
-    global _THREAD_LIMIT_DEPTH
-    if _THREAD_LIMIT_DEPTH:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-        ctx = threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        ctx = nullcontext()
-    _THREAD_LIMIT_DEPTH += 1
-    try:
-        with ctx:
-            yield
-    finally:
-        _THREAD_LIMIT_DEPTH -= 1
+    """One BLAS thread while the block runs (:func:`qubo_round.threads.limit_threads`). The SDP
+    work is many small dense products and L-BFGS updates: with several BLAS threads on a shared
+    machine the synchronisation costs more than the arithmetic (measured: conformance problems
+    7.9 s -> 0.5 s on 2 busy cores)."""
+    return limit_threads(1, torch=False)
 
 
 @dataclass

@@ -34,7 +34,6 @@ that restart: rows are independent problems, so each row's chain is still exact 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from qubo_round.problem import DenseQUBO, LayerQUBO, QUBOFamily
+from qubo_round.threads import limit_threads
 
 from .base import CapabilityError, Solver
 from .greedy import steepest_descent
@@ -328,24 +328,9 @@ class _TorchOps:
         return a.flip(-2)
 
 
-@contextlib.contextmanager
 def _thread_limit(n: int | None, torch_too: bool):
-    """Limit BLAS threads (and torch's, for the torch backend) to ``n``; None: no change."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=int(n), user_api="blas"):
-        if not torch_too:
-            yield
-            return
-        import torch
-        old = torch.get_num_threads()
-        torch.set_num_threads(int(n))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    """At most ``n`` BLAS threads (and torch's, for the torch backend); None: no change."""
+    return limit_threads(n, torch=torch_too)
 
 
 # ------------------------------------------------------------------------------------------

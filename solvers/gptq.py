@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg.lapack
-from threadpoolctl import threadpool_limits
 
 from qubo_round.problem import QUBOFamily
 from qubo_round.split import quadratic_split
+from qubo_round.threads import limit_threads
 
 from .base import Solver
 from .registry import register
@@ -167,7 +167,7 @@ class GPTQ(Solver):
         # as several on an idle machine and far faster on a busy one.
         if self.params.threads is None:
             return super().solve(problem, **kw)
-        with threadpool_limits(limits=int(self.params.threads), user_api="blas"):
+        with limit_threads(int(self.params.threads), torch=False):
             return super().solve(problem, **kw)
 
     def _group(self, A, a, lin, prior, fm_row, fv_rows):

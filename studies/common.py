@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from qubo_round.threads import limit_threads
+
 log = logging.getLogger(__name__)
 
 
@@ -245,21 +247,12 @@ def run_study(name: str, *, quick: bool = False, seed: int = 0, out: str | Path 
     return path
 
 
-@contextlib.contextmanager
 def threads(n: int, blas: bool = True):
-    """torch (and, with ``blas``, numpy's BLAS) on ``n`` threads while a study computes; restored
-    afterwards. One thread: the studies' operations are small, the 2 cores are shared, and reruns
-    are bit-identical."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n) if blas else contextlib.nullcontext():
-            yield
-    finally:
-        torch.set_num_threads(before)
+    """torch (and, with ``blas``, numpy's BLAS) on at most ``n`` threads while a study computes;
+    restored afterwards (:func:`qubo_round.threads.limit_threads`). One thread: the studies'
+    operations are small, the 2 cores are shared, and reruns are bit-identical."""
+    import torch  # noqa: F401  (imported, so that its threads are limited too)
+    return limit_threads(n, blas=blas)
 
 
 def one_thread():

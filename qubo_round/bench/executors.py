@@ -12,23 +12,13 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
 
+from qubo_round.threads import set_threads
+
 log = logging.getLogger(__name__)
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 
 def limit_threads(n: int = 1) -> None:
     """Keep one worker process to ``n`` BLAS / OpenMP / torch threads (no oversubscription)."""
-    for var in _THREAD_VARS:
-        os.environ.setdefault(var, str(n))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=n)
-    except ImportError:  # pragma: no cover - optional
-        pass
-    import sys
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
+    set_threads(n)
 
 
 def _exit_with_parent(parent: int, interval: float = 1.0) -> None:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..threads import limit_threads
+
 __all__ = [
     "CHECKPOINT_NAME",
     "DEFAULT_EPOCHS",
@@ -176,13 +178,11 @@ def _deterministic_single_thread() -> Iterator[None]:
     """Enable deterministic algorithms and one intra-op thread; restore both on exit."""
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
     try:
-        yield
+        with limit_threads(1, blas=False):
+            yield
     finally:
-        torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
 
 

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -25,6 +24,7 @@ from ..builders import asymmetric_problem
 from ..layers import LayerAdapter
 from ..problem import stack_rows
 from ..stats import FinishedOutputs, FloatInputs, capture_stats, iterate_batches
+from ..threads import limit_threads
 from .checkpoint import RunDirectory
 from .config import QuantConfig
 from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
@@ -299,7 +299,7 @@ def _layer_problems(name, ad, st, layerwise: bool, *, grid=None, spaces=None) ->
     whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
     cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
     spaces = spaces or [None] * len(st.groups)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with limit_threads(1, torch=False):
         return [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
                                    grid, space=sp, layer=name, group=g)
                 for g, (W, acc, sp) in enumerate(zip(ad.weights(), st.groups, spaces))]
