@@ -28,6 +28,7 @@ NAME = re.compile(r"^(?P<layer>[a-z0-9]+?)(?:-g(?P<group>\d+))?-b(?P<bits>\d+)\.
 
 
 def rows_of(run_dir: Path, bits: list[int], solvers: list[str], seed: int) -> list[dict]:
+    from qubo_round.bounds import relative_gap
     from qubo_round.io import load_problem
     from qubo_round.solvers import get_solver
 
@@ -43,7 +44,7 @@ def rows_of(run_dir: Path, bits: list[int], solvers: list[str], seed: int) -> li
         best = np.min(np.stack(list(energies.values())), axis=0)
         winner = [min(solvers, key=lambda s: energies[s][k]) for k in range(problem.rows)]
         for k in range(problem.rows):
-            gap = max(0.0, (best[k] - lb[k]) / max(abs(lb[k]), 1e-12))
+            gap = max(0.0, float(relative_gap(best[k], lb[k])))
             out.append({"layer": m["layer"], "group": int(m["group"] or 0), "bits": int(m["bits"]), "row": k,
                         "free": int(problem.num_free[k]), "best": float(best[k]), "winner": winner[k],
                         "bound": float(lb[k]), "bound_kind": ref["kind"], "gap": gap})

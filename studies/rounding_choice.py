@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from qubo_round.bounds import relative_gap
+
 from .common import StudyContext, accuracy, bundle, fmt, mean_std, one_thread, pm, quantize
 
 log = logging.getLogger(__name__)
@@ -215,8 +217,7 @@ def rel_gap(E: float, ref: float) -> float:
     relative). Differences within 1e-9 relative (float rounding) count as 0."""
     if not ref > 0:
         return float("nan")
-    d = E - ref
-    return 0.0 if abs(d) <= 1e-9 * ref else d / ref
+    return 0.0 if abs(E - ref) <= 1e-9 * ref else float(relative_gap(E, ref))
 
 
 # --- part 1: first layer only -----------------------------------------------------------

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+from qubo_round.bounds import relative_gap as bounds_relative_gap
+
 from .suites import DESCRIPTOR_FIELDS, Instance
 
 #: Floor of the gap denominator.
@@ -40,10 +42,11 @@ KEY_COLUMNS = ("suite", "instance", "solver", "params", "seed")
 
 
 def relative_gap(energy: float | None, reference: float | None) -> float | None:
-    """``(energy - reference) / max(|reference|, GAP_FLOOR)``, or None if either is missing."""
+    """:func:`qubo_round.bounds.relative_gap` (``(energy - reference) / max(|reference|,
+    GAP_FLOOR)``) as a float, or None if either is missing or not finite."""
     if energy is None or reference is None or not math.isfinite(energy) or not math.isfinite(reference):
         return None
-    return (energy - reference) / max(abs(reference), GAP_FLOOR)
+    return float(bounds_relative_gap(energy, reference, GAP_FLOOR))
 
 
 def solver_params(spec: str, overrides: dict[str, Any] | None = None) -> str:
