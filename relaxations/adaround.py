@@ -67,14 +67,10 @@ def inverse_rectified_sigmoid(h: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class AdaRoundParams:
-    iterations: int = 10000
-    lr: float = 1e-2
-    lam: float = 1.0
-    beta_start: float = 20.0
-    beta_end: float = 2.0
-    warmup: float = 0.2
-    decay: str = "linear"  # or "cosine"
+class AdaRoundParams(AdaRoundSchedule):
+    """The schedule's fields and checks (:class:`AdaRoundSchedule`: iterations, lr, lam, beta,
+    warmup, decay), and where and how to compute."""
+
     device: str = "cpu"  # "cpu" | "cuda" | "auto"
     dtype: str = "float32"
     threads: int | None = 1
@@ -82,18 +78,9 @@ class AdaRoundParams:
     rectified: bool = True  # False: plain sigmoid h = sigmoid(theta) (Table 3)
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        super().__post_init__()
         if not isinstance(self.rectified, (bool, np.bool_)):
             raise ValueError(f"rectified must be True or False, got {self.rectified!r}")
-        if not self.lr > 0 or not self.lam >= 0:
-            raise ValueError(f"lr must be > 0 and lam >= 0, got lr={self.lr}, lam={self.lam}")
-        if not self.beta_start >= self.beta_end >= 2:
-            raise ValueError(f"need beta_start >= beta_end >= 2, got {self.beta_start}, {self.beta_end}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the iterations in [0, 1), got {self.warmup}")
-        if self.decay not in ("linear", "cosine"):
-            raise ValueError(f"decay must be 'linear' or 'cosine', got {self.decay!r}")
         check_device_dtype(self.device, self.dtype, self.threads)
 
 

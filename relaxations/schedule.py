@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 ZETA, GAMMA = 1.1, -0.1
 
 
@@ -24,14 +26,16 @@ class AdaRoundSchedule:
     decay: str = "linear"
 
     def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
+        if not self.lr > 0 or not self.lam >= 0:
+            raise ValueError(f"lr must be > 0 and lam >= 0, got lr={self.lr}, lam={self.lam}")
+        if not self.beta_start >= self.beta_end >= 2:
+            raise ValueError(f"need beta_start >= beta_end >= 2, got {self.beta_start}, {self.beta_end}")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
+            raise ValueError(f"warmup is a fraction of the iterations in [0, 1), got {self.warmup}")
         if self.decay not in ("linear", "cosine"):
             raise ValueError(f"decay must be 'linear' or 'cosine', got {self.decay!r}")
-        if self.lr <= 0 or self.lam < 0:
-            raise ValueError("lr must be > 0 and lam >= 0")
 
     @classmethod
     def of(cls, params) -> "AdaRoundSchedule":
