@@ -11,6 +11,14 @@ import numpy as np
 ZETA, GAMMA = 1.1, -0.1
 
 
+def check_steps(iterations, lr) -> None:
+    """The optimiser settings every relaxation has: a positive integer ``iterations`` and ``lr > 0``."""
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+
+
 @dataclass(frozen=True)
 class AdaRoundSchedule:
     """Hyper-parameters: ``iterations`` (the paper's 10k), Adam ``lr``, regulariser weight
@@ -26,10 +34,9 @@ class AdaRoundSchedule:
     decay: str = "linear"
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
-        if not self.lr > 0 or not self.lam >= 0:
-            raise ValueError(f"lr must be > 0 and lam >= 0, got lr={self.lr}, lam={self.lam}")
+        check_steps(self.iterations, self.lr)
+        if not self.lam >= 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
         if not self.beta_start >= self.beta_end >= 2:
             raise ValueError(f"need beta_start >= beta_end >= 2, got {self.beta_start}, {self.beta_end}")
         if not 0 <= self.warmup < 1:

@@ -14,12 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
+from .schedule import check_steps
 from .objective import Adam, TorchSolver, check_device_dtype, initial_h, steps
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,7 @@ class STEParams:
     progress: bool = False  # a tqdm bar over the iterations (display only)
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        check_steps(self.iterations, self.lr)
         check_device_dtype(self.device, self.dtype, self.threads)
 
 
