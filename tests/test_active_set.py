@@ -16,7 +16,7 @@ import qubo_round.relaxations.active as active
 from qubo_round.builders import covariance_problem
 from qubo_round.grid import Grid
 from qubo_round.relaxations.active import THETA_CLIP, ActiveSet
-from qubo_round.pipeline.data_form import _optimise, data_form_params
+from qubo_round.pipeline.data_form import LayerColumns, _optimise, data_form_params
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import get_solver
 
@@ -62,8 +62,8 @@ def test_data_form_compaction_is_exact(compaction):
     runs = []
     for on in (True, False):
         compaction(on)
-        V, info = _optimise(p.space, Xt, Xt, None, torch.as_tensor(row_units(p)), "none", params, 32, 1,
-                            torch.Generator().manual_seed(0), "cpu", False, "layer")
+        V, info = _optimise(LayerColumns(p.space, Xt, Xt, None, torch.as_tensor(row_units(p))), params,
+                            torch.Generator().manual_seed(0))
         runs.append((V, info))
     (v_on, i_on), (v_off, i_off) = runs
     assert i_on["compactions"] >= 2 and i_off["compactions"] == 0
@@ -114,10 +114,10 @@ def test_data_form_batches_the_groups():
     units = [torch.as_tensor(row_units(p)) for p in probs]
     bias = torch.linspace(-0.5, 0.5, 18)
     for activation in ("none", "relu"):
-        V, info = _optimise([p.space for p in probs], X, X, bias, torch.cat(units), activation, params, 32, 1,
-                            torch.Generator().manual_seed(0), "cpu", False, "layer")
+        V, info = _optimise(LayerColumns([p.space for p in probs], X, X, bias, torch.cat(units), activation), params,
+                            torch.Generator().manual_seed(0))
         one_by_one = np.concatenate([
-            _optimise(p.space, X[g], X[g], bias[6 * g:6 * (g + 1)], units[g], activation, params, 32, 1,
-                      torch.Generator().manual_seed(0), "cpu", False, "layer")[0] for g, p in enumerate(probs)])
+            _optimise(LayerColumns(p.space, X[g], X[g], bias[6 * g:6 * (g + 1)], units[g], activation), params,
+                      torch.Generator().manual_seed(0))[0] for g, p in enumerate(probs)])
         assert V.shape == (18, 20)
         assert (V == one_by_one).mean() > 0.99, activation

@@ -15,7 +15,8 @@ from qubo_round.pipeline.config import LayerOverride
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.pipeline.run import choose_form
 from qubo_round.relaxations.active import ActiveSet
-from qubo_round.pipeline.data_form import _optimise, capture_columns, data_form_grad, data_form_params
+from qubo_round.pipeline.data_form import (LayerColumns, _optimise, capture_columns, data_form_grad,
+                                           data_form_params)
 from qubo_round.relaxations.objective import row_units
 from qubo_round.solvers import ParameterError, get_solver
 from qubo_round.zoo import load_model
@@ -114,9 +115,8 @@ def test_data_form_matches_covariance_form_on_a_layer(digits):
     (p,) = layer_problems(b.model, "fc2", x, Grid(bits=3))
     X, Xh, positions = capture_columns(b.model, b.model, "fc2", torch.split(x, 64))
     cov = get_solver("adaround/fast").solve(p, seed=0).energy
-    V, info = _optimise(p.space, X[0], Xh[0], None, torch.as_tensor(row_units(p)), "none",
-                        data_form_params("adaround/fast", {}), 32, positions, torch.Generator().manual_seed(0),
-                        "cpu", False, "fc2")
+    V, info = _optimise(LayerColumns(p.space, X[0], Xh[0], None, torch.as_tensor(row_units(p)), "none", positions),
+                        data_form_params("adaround/fast", {}), torch.Generator().manual_seed(0), label="fc2")
     data = p.energy(p.from_rounding(V))
     near = p.energy(p.from_rounding(p.space.nearest()))
     assert info["iterations_done"] <= 2000

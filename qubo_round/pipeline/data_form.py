@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ from qubo_round.relaxations.objective import DTYPES, cpu_settings, steps
 from qubo_round.relaxations.schedule import AdaRoundSchedule
 from qubo_round.split import row_units
 from qubo_round.stats import _call
+
+from .state import LayerStep, RunState
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +80,12 @@ def data_form_params(solver: str, solver_params: dict) -> AdaRoundParams:
     return resolved
 
 
-def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activation, seed, device, progress):
-    """Run the data form for every group of layer ``name``; returns (roundings V, statuses,
+def solve_data_form(run: RunState, step: LayerStep):
+    """Run the data form for every group of the layer ``step``; returns (roundings V, statuses,
     info): ``info`` has the optimiser's (:func:`_optimise`) keys and ``capture_seconds``, the time
     spent caching the layer's input columns."""
+    name, problems, lcfg, config, device = step.name, step.problems, step.lcfg, run.config, run.device
+    fmodel, qmodel, batches, seed = run.fmodel, run.model_hat, run.batches, step.seed
     try:
         params = data_form_params(lcfg.solver, dict(lcfg.solver_params))
     except ValueError as e:
@@ -106,9 +112,10 @@ def solve_data_form(name, fmodel, qmodel, batches, problems, lcfg, config, activ
     units = torch.as_tensor(np.concatenate([row_units(p) for p in problems]), device=device)
     with cpu_settings(params.threads):
         # all groups of a grouped conv in one batched optimisation, fed by the same mini-batches
-        V, info = _optimise([p.space for p in problems], X.to(device), Xh.to(device),
-                            None if bias is None else bias.to(device), units, activation, params,
-                            config.batch_size, positions, gen, device, progress, name)
+        cols_in = LayerColumns([p.space for p in problems], X.to(device), Xh.to(device),
+                               None if bias is None else bias.to(device), units, step.activation, positions,
+                               config.batch_size)
+        V, info = _optimise(cols_in, params, gen, device=device, progress=run.progress, label=name)
     log.debug("layer %s: data form %s", name, info)
     return np.split(V, np.cumsum(rows_g)[:-1]), ["feasible"] * len(problems), {**info, "capture_seconds": capture_seconds}
 
@@ -133,14 +140,36 @@ def data_form_grad(h, xb, tb, sbase, s, inv, c, relu: bool) -> torch.Tensor:
     return (err.mul_(inv).transpose(-1, -2) @ xb).mul_(s).view(h.shape)
 
 
-def _optimise(space, X, Xh, bias, units, activation, params: AdaRoundParams, batch_size, positions, gen,
-              device, progress, label) -> tuple[np.ndarray, dict]:
-    """AdaRound on mini-batches for one group (``space`` a RoundingSpace, ``X, Xh`` (cols, M)) or
-    for all groups of a layer at once (``space`` a list of G spaces, ``X, Xh`` (G, cols, M)):
-    float and quantized-network inputs (M = samples * positions, sample-major), ``bias`` (rows,)
-    or None, ``units`` (rows,) row units (rows: all groups' rows in order). Returns the rounding
-    (rows, cols) uint8 and an info dict."""
+@dataclass
+class LayerColumns:
+    """A layer's data for the data form.
+
+    Attributes:
+        space: a RoundingSpace (one group, ``X, Xh`` (cols, M)) or a list of G spaces (all
+            groups of a layer at once, ``X, Xh`` (G, cols, M)).
+        X, Xh: float and quantized-network inputs (M = samples * positions, sample-major).
+        bias: (rows,) or None; ``units``: (rows,) row units (rows: all groups' rows in order).
+        activation: ``none`` or ``relu``; ``positions``: columns per sample; ``batch_size``:
+            samples per mini-batch.
+    """
+
+    space: Any
+    X: torch.Tensor
+    Xh: torch.Tensor
+    bias: torch.Tensor | None
+    units: torch.Tensor
+    activation: str = "none"
+    positions: int = 1
+    batch_size: int = 32
+
+
+def _optimise(cols_in: LayerColumns, params: AdaRoundParams, gen: torch.Generator, *, device: str = "cpu",
+              progress: bool = False, label: str = "") -> tuple[np.ndarray, dict]:
+    """AdaRound on mini-batches of ``cols_in`` (:class:`LayerColumns`), seeded by ``gen``.
+    Returns the rounding (rows, cols) uint8 and an info dict."""
     t0 = time.perf_counter()
+    space, X, Xh, bias, units = cols_in.space, cols_in.X, cols_in.Xh, cols_in.bias, cols_in.units
+    activation, positions, batch_size = cols_in.activation, cols_in.positions, cols_in.batch_size
     relu = activation == "relu"
     dt = DTYPES[params.dtype]
     sched = AdaRoundSchedule.of(params)

@@ -30,6 +30,7 @@ from .config import QuantConfig
 from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
 from .qstate import LayerQState
 from .report import LayerReport, QuantReport
+from .state import LayerStep, RunState
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,6 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     report = QuantReport(skipped=unsupported_layers(fmodel, order), folded_bn=folded, config=config.to_dict())
     relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
     rd = RunDirectory(run_dir, config, _signature(model, batches + hold)) if run_dir is not None else None
-    qmods = dict(qmodel.named_modules())
     # Identical statistics at a fraction of the forward passes: the float network never changes,
     # so its layer inputs are captured once (as far as the RAM budget allows) instead of a float
     # pass per layer; the quantized network's pass ends at the layer, and its finished submodules
@@ -171,9 +171,10 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     todo = [n for n in order if not config.for_layer(n).skip]
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
+    run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
+                   hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report)
     try:
-        _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
-                    float_inputs, replay, hold)
+        _run_layers(run, order)
     finally:
         replay.close()
     log.info("forward passes: float network %d, finished submodules replayed %d time(s), computed %d",
@@ -201,91 +202,109 @@ def _check_layer_settings(config: QuantConfig, order: list[str], device: str) ->
             raise type(e)(f"layer {name}: {e}") from None
 
 
-def _run_layers(order, config, rd, qmods, report, fmodel, qmodel, batches, relu_after, device, progress,
-                float_inputs, replay, hold):
-    bar = tqdm(order, desc="layers", disable=not progress, unit="layer")
+def _run_layers(run: RunState, order: list[str]) -> None:
+    """Every layer in execution order: resumed from the run directory, or quantized and saved."""
+    qmods = dict(run.qmodel.named_modules())
+    bar = tqdm(order, desc="layers", disable=not run.progress, unit="layer")
     for index, name in enumerate(bar):
         bar.set_postfix_str(name)
-        lcfg = config.for_layer(name)
+        lcfg = run.config.for_layer(name)
         if lcfg.skip:
-            report.skipped[name] = "skipped by override"
+            run.report.skipped[name] = "skipped by override"
             continue
-        done = rd.load(index, name) if rd is not None else None
-        if done is not None:
+        done = run.run_dir.load(index, name) if run.run_dir is not None else None
+        if done is None:
+            qs, row = _quantize_layer(run, LayerStep(index=index, name=name, lcfg=lcfg, t0=time.perf_counter()))
+        else:
             qs, row = done
-            float_inputs.discard(name)
-            qs.apply(qmods[name])
-            replay.finish(name)
-            report.layers.append(row)
-            report.qstate[name] = qs
+            run.float_inputs.discard(name)
             log.info("layer %s: resumed from the run directory", name)
-            continue
-        qs, row = _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg,
-                                  name in relu_after, device, progress, float_inputs, replay, hold)
         qs.apply(qmods[name])
-        replay.finish(name)
-        report.layers.append(row)
-        report.qstate[name] = qs
-        if rd is not None:
-            rd.save(index, name, qs, row)
+        run.replay.finish(name)
+        run.report.layers.append(row)
+        run.report.qstate[name] = qs
+        if done is None and run.run_dir is not None:
+            run.run_dir.save(index, name, qs, row)
 
 
-def _quantize_layer(index, name, fmodel, qmodel, batches, config, lcfg, relu, device, progress,
-                    float_inputs=None, replay=None, hold=None):
-    t0 = time.perf_counter()
-    grid = config.grid(lcfg.bits)
-    ad = LayerAdapter(dict(fmodel.named_modules())[name], name)
-    st = capture_stats(fmodel, [name], batches, model_hat=qmodel, float_inputs=float_inputs,
-                       replay=replay)[name]
-    capture_seconds = time.perf_counter() - t0
-    activation = "relu" if relu else "none"
-    positions = st.count // sum(_num_samples(b) for b in batches)
-    form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
-                       lcfg.solver)
-    if form == "covariance" and activation != "none":
+def _quantize_layer(run: RunState, step: LayerStep):
+    """One layer's steps: capture its statistics and build its QUBOs, solve, polish, choose on
+    the held-out batches, write back. Returns (its quantized state, its report row)."""
+    _capture(run, step)
+    _solve(run, step)
+    _polish(step)
+    if run.hold:
+        _holdout_choice(run, step)
+    return _write_back(step)
+
+
+def _capture(run: RunState, step: LayerStep) -> None:
+    """The layer's statistics, its loss form and activation, and its QUBOs (one per group)."""
+    config, lcfg, name = run.config, step.lcfg, step.name
+    step.grid = config.grid(lcfg.bits)
+    step.ad = ad = LayerAdapter(dict(run.fmodel.named_modules())[name], name)
+    st = capture_stats(run.fmodel, [name], run.batches, model_hat=run.qmodel, float_inputs=run.float_inputs,
+                       replay=run.replay)[name]
+    step.capture_seconds = time.perf_counter() - step.t0
+    activation = "relu" if name in run.relu_after else "none"
+    positions = st.count // sum(_num_samples(b) for b in run.batches)
+    step.form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
+                            lcfg.solver)
+    if step.form == "covariance" and activation != "none":
         log.warning("layer %s: the covariance form (solver %s) cannot include the ReLU; using the "
                     "linear loss", name, lcfg.solver)
         activation = "none"
+    step.activation = activation
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
-    layerwise = config.reconstruction == "layerwise"
-    problems = _layer_problems(name, ad, st, layerwise, grid=grid)
-    seed = config.seed + index
-    if form == "covariance":
-        Vs, statuses, infos, solve_seconds = _solve_covariance(problems, lcfg, seed, device, progress)
+    step.problems = _layer_problems(name, ad, st, run.layerwise, grid=step.grid)
+    step.seed = config.seed + step.index
+
+
+def _solve(run: RunState, step: LayerStep) -> None:
+    """The layer's solver on its QUBOs (covariance form) or on its mini-batches (data form)."""
+    if step.form == "covariance":
+        step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
+            step.problems, step.lcfg, step.seed, run.device, run.progress)
     else:
         from qubo_round.pipeline.data_form import solve_data_form
-        Vs, statuses, info = solve_data_form(name, fmodel, fmodel if layerwise else qmodel, batches, problems,
-                                             lcfg, config, activation, seed, device, progress)
-        infos, solve_seconds = [info], info["seconds"]
-        capture_seconds += info["capture_seconds"]
-    its = [i["iterations_done"] for i in infos if i.get("iterations_done") is not None]
-    near = [p.space.nearest() for p in problems]
-    nearest_loss = _loss(problems, near)
-    solver_loss, flips, polish_seconds = None, 0, 0.0
-    Vs_solver = Vs
+        step.Vs, step.statuses, info = solve_data_form(run, step)
+        step.infos, step.solve_seconds = [info], info["seconds"]
+        step.capture_seconds += info["capture_seconds"]
+    step.solver_Vs = step.Vs
+    step.near = [p.space.nearest() for p in step.problems]
+
+
+def _polish(step: LayerStep) -> None:
+    """Single-flip descent on the exact QUBO (``polish``; not for the baseline solver, nor when
+    the loss went through a ReLU, which the QUBO does not see)."""
     from qubo_round.solvers import solver_class
-    if lcfg.polish and not solver_class(lcfg.solver).baseline and activation == "none":
-        solver_loss = _loss(problems, Vs)
-        t_polish = time.perf_counter()
-        Vs, flips = polish_roundings(problems, Vs)
-        polish_seconds = time.perf_counter() - t_polish
-    holdout = {}
-    if hold:
-        Vs, holdout = _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems, near, Vs_solver, Vs)
-    loss = _loss(problems, Vs)
+    if step.lcfg.polish and not solver_class(step.lcfg.solver).baseline and step.activation == "none":
+        step.solver_loss = _loss(step.problems, step.Vs)
+        t = time.perf_counter()
+        step.Vs, step.flips = polish_roundings(step.problems, step.Vs)
+        step.polish_seconds = time.perf_counter() - t
+
+
+def _write_back(step: LayerStep):
+    """The layer's quantized state and its report row."""
+    problems, Vs, near = step.problems, step.Vs, step.near
+    loss, nearest_loss = _loss(problems, Vs), _loss(problems, near)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
+    ad = step.ad
     qs = LayerQState.from_spaces([p.space for p in problems], Vs, ad.module.weight.shape)
-    row = LayerReport(name=name, index=index, groups=ad.groups, rows=ad.rows * ad.groups, cols=ad.cols,
-                      bits=grid.bits, solver=lcfg.solver, form=form, activation=activation,
+    its = [i["iterations_done"] for i in step.infos if i.get("iterations_done") is not None]
+    row = LayerReport(name=step.name, index=step.index, groups=ad.groups, rows=ad.rows * ad.groups, cols=ad.cols,
+                      bits=step.grid.bits, solver=step.lcfg.solver, form=step.form, activation=step.activation,
                       nearest_loss=nearest_loss, loss=loss, changed_fraction=changed / max(free, 1),
-                      seconds=time.perf_counter() - t0,
-                      status="time_limit" if "time_limit" in statuses else statuses[0],
-                      solver_loss=solver_loss, polish_flips=flips, capture_seconds=capture_seconds,
-                      solve_seconds=solve_seconds, polish_seconds=polish_seconds,
-                      iterations=max(its) if its else None, **holdout)
-    log.info("layer %s: %s/%s loss %.4g (nearest %.4g%s), %.1f%% changed, %.2fs", name, lcfg.solver, form,
-             loss, nearest_loss, "" if solver_loss is None else f", solver {solver_loss:.4g}, {flips} polish flips",
+                      seconds=time.perf_counter() - step.t0,
+                      status="time_limit" if "time_limit" in step.statuses else step.statuses[0],
+                      solver_loss=step.solver_loss, polish_flips=step.flips, capture_seconds=step.capture_seconds,
+                      solve_seconds=step.solve_seconds, polish_seconds=step.polish_seconds,
+                      iterations=max(its) if its else None, **step.holdout)
+    log.info("layer %s: %s/%s loss %.4g (nearest %.4g%s), %.1f%% changed, %.2fs", step.name, step.lcfg.solver,
+             step.form, loss, nearest_loss,
+             "" if step.solver_loss is None else f", solver {step.solver_loss:.4g}, {step.flips} polish flips",
              100 * row.changed_fraction, row.seconds)
     return qs, row
 
@@ -333,17 +352,18 @@ def split_holdout(batches: list, fraction: float) -> tuple[list, list]:
     return batches[:-k], batches[-k:]
 
 
-def _holdout_choice(name, ad, fmodel, qmodel, hold, layerwise, problems, near, solver_V, polished_V):
+def _holdout_choice(run: RunState, step: LayerStep) -> None:
     """The layer's problems on the held-out batches (same rounding spaces), and the per-row
     choice of :func:`accept_on_holdout` among nearest, the solver's and the polished rounding."""
-    st = capture_stats(fmodel, [name], hold, model_hat=qmodel)[name]
-    held = _layer_problems(name, ad, st, layerwise, spaces=[p.space for p in problems])
+    st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=run.qmodel)[step.name]
+    held = _layer_problems(step.name, step.ad, st, run.layerwise, spaces=[p.space for p in step.problems])
+    near, solver_V, polished_V = step.near, step.solver_Vs, step.Vs
     stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]
-    Vs, refused = accept_on_holdout(problems, held, stages)
-    info = dict(holdout_nearest_loss=_loss(held, near), holdout_loss=_loss(held, Vs), rows_refused=refused)
-    log.info("layer %s: held-out loss %.4g (nearest %.4g), %d row change(s) refused", name,
-             info["holdout_loss"], info["holdout_nearest_loss"], refused)
-    return Vs, info
+    step.Vs, refused = accept_on_holdout(step.problems, held, stages)
+    step.holdout = dict(holdout_nearest_loss=_loss(held, near), holdout_loss=_loss(held, step.Vs),
+                        rows_refused=refused)
+    log.info("layer %s: held-out loss %.4g (nearest %.4g), %d row change(s) refused", step.name,
+             step.holdout["holdout_loss"], step.holdout["holdout_nearest_loss"], refused)
 
 
 def accept_on_holdout(fit, held, stages: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:

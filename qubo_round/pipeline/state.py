@@ -1,0 +1,90 @@
+"""The state the pipeline's steps pass along: one :class:`RunState` per ``quantize_model`` call,
+one :class:`LayerStep` per layer (filled in by the steps of :mod:`qubo_round.pipeline.run`:
+capture, solve, polish, held-out choice, write-back)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..grid import Grid
+from ..layers import LayerAdapter
+from ..stats import FinishedOutputs, FloatInputs
+from .checkpoint import RunDirectory
+from .config import LayerOverride, QuantConfig
+from .report import QuantReport
+
+
+@dataclass
+class RunState:
+    """What every layer of one run shares.
+
+    Attributes:
+        config: the run's configuration; ``device``, ``progress``: where and how it runs.
+        fmodel: the float network (batch norm folded); ``qmodel``: its copy being quantized.
+        batches: the calibration batches fitted on; ``hold``: the held-out ones (may be empty).
+        relu_after: layers followed by a ReLU (activation-aware loss); ``run_dir``: checkpoints.
+        float_inputs, replay: the caches of float layer inputs and finished submodule outputs.
+        report: the report being filled in.
+    """
+
+    config: QuantConfig
+    device: str
+    progress: bool
+    fmodel: nn.Module
+    qmodel: nn.Module
+    batches: list
+    hold: list
+    relu_after: set
+    run_dir: RunDirectory | None
+    float_inputs: FloatInputs | None
+    replay: FinishedOutputs | None
+    report: QuantReport
+
+    @property
+    def layerwise(self) -> bool:
+        """Layer-wise reconstruction (eq. 20): ``x_hat = x``, every layer sees the float inputs."""
+        return self.config.reconstruction == "layerwise"
+
+    @property
+    def model_hat(self) -> nn.Module:
+        """The network whose layer inputs are ``x_hat``: the float one when layer-wise."""
+        return self.fmodel if self.layerwise else self.qmodel
+
+
+@dataclass
+class LayerStep:
+    """One layer on its way through the steps (fields are set by the step named beside them).
+
+    Attributes:
+        index, name, lcfg: the layer, its position and its settings; ``t0``: when it started.
+        grid, ad, activation, form, seed, problems (one QUBO per group): capture.
+        capture_seconds: capturing statistics (and the data form's columns).
+        Vs (one rounding per group), statuses, infos, solve_seconds: solve.
+        solver_Vs, solver_loss, flips, polish_seconds: polish (``solver_Vs``: before it).
+        near: round-to-nearest roundings; ``holdout``: the held-out report fields.
+    """
+
+    index: int
+    name: str
+    lcfg: LayerOverride
+    t0: float
+    grid: Grid | None = None
+    ad: LayerAdapter | None = None
+    activation: str = "none"
+    form: str = "covariance"
+    seed: int = 0
+    problems: list = field(default_factory=list)
+    capture_seconds: float = 0.0
+    Vs: list[np.ndarray] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    infos: list[dict[str, Any]] = field(default_factory=list)
+    solve_seconds: float = 0.0
+    solver_Vs: list[np.ndarray] = field(default_factory=list)
+    solver_loss: float | None = None
+    flips: int = 0
+    polish_seconds: float = 0.0
+    near: list[np.ndarray] = field(default_factory=list)
+    holdout: dict[str, Any] = field(default_factory=dict)
