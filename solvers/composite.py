@@ -6,6 +6,10 @@ the one before (``start=``): a continuous relaxation followed by a local search 
 The chain returns the last solver's samples together with the best sample of every earlier
 stage, so it is never worse than any of its stages, and the strongest lower bound any stage
 proved. Under a ``time_limit`` each stage gets the time the stages before it left.
+
+``polish`` finishes any solver's samples by steepest single-flip descent (the pipeline's polish
+uses the same function); ``portfolio`` runs several solvers and keeps, per row, the best any of
+them found.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from qubo_round.problem import QUBOFamily
 from .base import CapabilityError, ParameterError, Solver
 from .registry import get_solver, register
 
-__all__ = ["Chain", "ChainParams", "SEPARATOR"]
+__all__ = ["Chain", "ChainParams", "Polish", "PolishParams", "Portfolio", "PortfolioParams", "SEPARATOR"]
 
 #: ``"a>b>c"`` names the chain of the registry specs a, b and c.
 SEPARATOR = ">"
@@ -99,3 +103,121 @@ class Chain(Solver):
             if status != "time_limit" and np.all(best <= bound + 1e-9 * (1 + np.abs(bound))):
                 extra["status"] = "optimal"
         return samples, extra
+
+
+@dataclass(frozen=True)
+class PolishParams:
+    """Parameters of :class:`Polish`.
+
+    Attributes:
+        solver: the registry spec whose samples are polished (``name``, ``name/preset`` or a chain).
+    """
+
+    solver: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.solver, str) or not self.solver:
+            raise ValueError(f"solver must name a registered solver, got {self.solver!r}")
+
+
+@register("polish")
+class Polish(Solver):
+    """Any solver's samples, each finished by steepest single-flip descent to a 1-flip local
+    minimum (:func:`qubo_round.solvers.greedy.polish`, the one polish the pipeline uses too):
+    never worse than the solver, with its lower bound and status (``time_limit`` when the descent
+    runs out of time)."""
+
+    Params = PolishParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.inner = get_solver(self.params.solver)
+        self.needs_space = self.inner.needs_space
+
+    def check(self, problem: QUBOFamily) -> None:
+        self.inner.check(problem)
+
+    def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
+        from .greedy import polish
+
+        t0 = time.perf_counter()
+        r = self.inner.solve(problem, seed=int(rng.integers(0, 2**31 - 1)), start=start, time_limit=time_limit)
+        deadline = None if time_limit is None else t0 + time_limit
+        X = polish(problem, r.samples, deadline=deadline)
+        late = deadline is not None and time.perf_counter() > deadline
+        extra: dict[str, Any] = {"status": "time_limit" if late else r.status, "solver_energy": r.energy,
+                                 "solver_status": r.status}
+        if r.lower_bound is not None:
+            extra["lower_bound"] = r.lower_bound
+        return X, extra
+
+
+@dataclass(frozen=True)
+class PortfolioParams:
+    """Parameters of :class:`Portfolio`.
+
+    Attributes:
+        solvers: registry specs, each run on the whole problem with the portfolio's seed.
+        params: one parameter dict per solver (empty: none have parameters beyond their spec).
+    """
+
+    solvers: tuple[str, ...] = ("gptq", "its")
+    params: tuple[dict, ...] = ()
+
+    def __post_init__(self) -> None:
+        specs = (self.solvers,) if isinstance(self.solvers, str) else tuple(self.solvers)
+        if len(specs) < 1 or not all(isinstance(s, str) and s for s in specs):
+            raise ValueError(f"solvers must name at least one registered solver, got {self.solvers!r}")
+        params = tuple(dict(p) for p in self.params)
+        if params and len(params) != len(specs):
+            raise ValueError(f"params must give one dict per solver ({len(specs)}), got {len(params)}")
+        object.__setattr__(self, "solvers", specs)
+        object.__setattr__(self, "params", params or tuple({} for _ in specs))
+
+
+@register("portfolio")
+class Portfolio(Solver):
+    """Several solvers on the same problem; per row the lowest energy any of them found (rows
+    are independent; ties go to the earlier solver). Every member gets the portfolio's own
+    ``seed``, so a member gives what it would alone; the strongest member bound is kept."""
+
+    Params = PortfolioParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.members = [get_solver(s, **p) for s, p in zip(self.params.solvers, self.params.params)]
+        self.needs_space = any(m.needs_space for m in self.members)
+
+    def check(self, problem: QUBOFamily) -> None:
+        for m in self.members:
+            try:
+                m.check(problem)
+            except CapabilityError as e:
+                raise CapabilityError(f"portfolio member {m.name!r}: {e}") from e
+
+    def solve(self, problem: QUBOFamily, *, seed: int | None = None, **kw):
+        self._seed = seed  # the members' seed (sample() sees only the generator made from it)
+        return super().solve(problem, seed=seed, **kw)
+
+    def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
+        t0 = time.perf_counter()
+        best_X, best_e, bound, members = None, None, None, []
+        for spec, m in zip(self.params.solvers, self.members):
+            left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+            r = m.solve(problem, seed=getattr(self, "_seed", None), start=start, time_limit=left)
+            members.append({"solver": spec, "energy": r.energy, "status": r.status, "seconds": r.seconds})
+            if best_X is None:
+                best_X, best_e = r.best.copy(), r.best_energies.copy()
+            else:
+                take = r.best_energies < best_e
+                best_X[take], best_e[take] = r.best[take], r.best_energies[take]
+            if r.lower_bound is not None:
+                lb = np.nan_to_num(np.asarray(r.lower_bound, dtype=np.float64), nan=-np.inf)
+                bound = lb if bound is None else np.maximum(bound, lb)
+        extra: dict[str, Any] = {"members": members,
+                                 "status": "time_limit" if any(x["status"] == "time_limit" for x in members) else "feasible"}
+        if bound is not None:
+            extra["lower_bound"] = np.where(np.isfinite(bound), bound, np.nan)
+            if extra["status"] != "time_limit" and np.all(best_e <= bound + 1e-9 * (1 + np.abs(bound))):
+                extra["status"] = "optimal"
+        return best_X[None], extra

@@ -26,7 +26,7 @@ BUILTIN: dict[str, str] = {
     "exact": _S + "exact", "greedy": _S + "greedy", "anneal": _S + "anneal", "neal": _S + "neal",
     "tabu": _S + "tabu", "sdp": _S + "sdp", "cem": _S + "cem", "gptq": _S + "gptq", "its": _S + "its",
     "bnb": _S + "bnb", "adaround": _R + "adaround", "sigmoid-anneal": _R + "sigmoid_anneal", "ste": _R + "ste",
-    "chain": _S + "composite",
+    "chain": _S + "composite", "polish": _S + "composite", "portfolio": _S + "composite",
 }
 #: Built-in solver families (``prefix:argument``): prefix -> module.
 BUILTIN_FAMILIES: dict[str, str] = {"dimod": _S + "dimod_adapter"}

@@ -182,24 +182,19 @@ def solve_qubo(layer: str, form: str, n: int, seed: int, heuristic: str) -> tupl
 
 
 def solve_portfolio(layer: str, form: str, n: int, seed: int, portfolio) -> tuple[list[np.ndarray], dict]:
-    """Every solver of ``portfolio`` on each problem; per row the lowest energy (rows are
-    independent). Returns the roundings and each solver's total energy."""
+    """The ``portfolio`` composite solver (every solver of ``portfolio``, ``((spec, params), ...)``,
+    on each problem; per row the lowest energy). Returns the roundings and each solver's total
+    energy."""
     from qubo_round.solvers import get_solver
 
+    solver = get_solver("portfolio", solvers=tuple(s for s, _ in portfolio), params=tuple(p for _, p in portfolio))
     Vs, energies = [], {}
     with one_thread():
         for p in problems(layer, form, n, seed):
-            best = None
-            for spec, params in portfolio:
-                r = get_solver(spec, **params).solve(p, seed=seed)
-                energies[spec] = energies.get(spec, 0.0) + r.energy
-                cand = (r.best, r.best_energies)
-                if best is None:
-                    best = cand
-                else:
-                    take = cand[1] < best[1]
-                    best = (np.where(take[:, None], cand[0], best[0]), np.minimum(cand[1], best[1]))
-            Vs.append(p.to_rounding(best[0]))
+            r = solver.solve(p, seed=seed)
+            for m in r.info["members"]:
+                energies[m["solver"]] = energies.get(m["solver"], 0.0) + m["energy"]
+            Vs.append(p.to_rounding(r.best))
     return Vs, energies
 
 

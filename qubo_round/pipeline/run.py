@@ -396,20 +396,20 @@ def _loss(problems, Vs: list[np.ndarray]) -> float:
 
 def polish_roundings(problems, Vs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Steepest single-flip descent of each group's rounding ``V`` (rows, cols) on its exact QUBO
-    (:func:`~qubo_round.solvers.greedy.steepest_descent`), to a 1-flip local minimum: the energy
-    never rises. Returns the new roundings and the number of flips made.
+    (:func:`~qubo_round.solvers.greedy.polish`, the function of the ``polish`` composite solver),
+    to a 1-flip local minimum: the energy never rises. Returns the new roundings and the number of flips made.
 
     A relaxation ends with a threshold (``h >= 0.5``) whose rounding is rarely a local minimum of
     the QUBO it relaxes: where entries are still soft at the end, or where the regulariser pushed
     an entry the wrong way, one flip lowers the loss. On the digits model at 3 bits this took
     AdaRound's total loss (10k iterations) from 2.48 to 1.98, in 6-11 ms for all five layers
     (``benchmarks/forms_speed.py``, column "polish ms")."""
-    from qubo_round.solvers.greedy import steepest_descent
+    from qubo_round.solvers.greedy import polish
 
     out, flips = [], 0
     for p, V in zip(problems, Vs):
         X0 = p.apply_fixed(p.from_rounding(V))
-        X, _ = steepest_descent(p, X0[None])
-        flips += int((X[0] != X0).sum())
-        out.append(p.to_rounding(X[0]))
+        X = polish(p, X0)
+        flips += int((X != X0).sum())
+        out.append(p.to_rounding(X))
     return out, flips

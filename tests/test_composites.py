@@ -1,0 +1,68 @@
+"""The polish and portfolio composites (solvers/composite.py)."""
+import numpy as np
+import pytest
+
+from qubo_round.builders import covariance_problem
+from qubo_round.grid import Grid
+from qubo_round.solvers import CapabilityError, get_solver
+from qubo_round.solvers.conformance import check_solver
+from qubo_round.solvers.greedy import polish
+
+
+def _layer(seed=0, rows=6, cols=16, samples=40):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(samples, cols))
+    return covariance_problem(rng.normal(size=(rows, cols)), X.T @ X / samples, Grid(bits=2))
+
+
+@pytest.mark.parametrize("spec", [get_solver("polish", solver="stochastic/single"),
+                                  get_solver("portfolio", solvers=("greedy", "stochastic"), params=({}, {"k": 4})),
+                                  get_solver("portfolio", solvers=("exact", "greedy"))])
+def test_conformance(spec):
+    check_solver(spec)
+
+
+def test_polish_is_the_descent_of_the_inner_samples():
+    p = _layer()
+    r = get_solver("polish", solver="stochastic/best100").solve(p, seed=3)
+    assert r.samples.shape[0] == 100 and r.info["solver_energy"] >= r.energy
+    # the same as running the inner solver with the composite's derived seed, then the polish
+    rs = np.random.default_rng(3)
+    inner = get_solver("stochastic/best100").solve(p, seed=int(rs.integers(0, 2**31 - 1)))
+    np.testing.assert_array_equal(r.samples, polish(p, inner.samples))
+    assert np.all(r.energies <= inner.energies + 1e-12)
+
+
+def test_polish_keeps_an_exact_inner_result_and_its_bound():
+    p = _layer(1, cols=10)
+    r = get_solver("polish", solver="exact").solve(p)
+    assert r.status == "optimal"
+    np.testing.assert_allclose(r.lower_bound, get_solver("exact").solve(p).best_energies)
+
+
+def test_portfolio_takes_each_rows_best_member_with_the_portfolio_seed():
+    p = _layer(2)
+    specs = ("greedy/random8", "stochastic/best100", "anneal")
+    r = get_solver("portfolio", solvers=specs).solve(p, seed=5)
+    alone = [get_solver(s).solve(p, seed=5) for s in specs]
+    want = np.min([a.best_energies for a in alone], axis=0)
+    np.testing.assert_allclose(r.best_energies, want)
+    assert [m["solver"] for m in r.info["members"]] == list(specs)
+    np.testing.assert_allclose([m["energy"] for m in r.info["members"]], [a.energy for a in alone])
+    # ties go to the earlier member
+    first = np.argmin([a.best_energies for a in alone], axis=0)
+    for k in range(p.rows):
+        np.testing.assert_array_equal(r.best[k], alone[first[k]].best[k])
+
+
+def test_portfolio_with_an_exact_member_is_optimal_and_checks_its_members():
+    p = _layer(3, cols=10)
+    r = get_solver("portfolio", solvers=("greedy", "exact")).solve(p)
+    assert r.status == "optimal"
+    with pytest.raises(ValueError, match="one dict per solver"):
+        get_solver("portfolio", solvers=("greedy", "exact"), params=({},))
+    with pytest.raises(ValueError, match="at least one"):
+        get_solver("portfolio", solvers=())
+    from qubo_round.instances import load_instance
+    with pytest.raises(CapabilityError, match="portfolio member 'nearest'"):
+        get_solver("portfolio", solvers=("greedy", "nearest")).solve(load_instance("bqp50-1"))
