@@ -52,7 +52,7 @@ def measure(p, rows: int | None, bm_rows: int, seed: int) -> dict:
     eig = eig_bound(p, rows=idx)
     t_eig = time.perf_counter() - t
     b_ipm = np.array([r.bound for r in ipm])
-    nearest = p.energies(np.asarray(p.prior >= 0.5, np.uint8)) if p.space is not None else None
+    nearest = p.energies(p.from_rounding(p.space.nearest())) if p.space is not None else None
     out = {"rows": int(len(idx)), "free_median": float(np.median(p.num_free[idx])),
            "ipm_seconds": t_ipm, "ipm_row_seconds_median": float(np.median([r.seconds for r in ipm])),
            "ipm_total": float(b_ipm.sum()), "eig_seconds": t_eig, "eig_total": float(eig.sum()),

@@ -25,8 +25,8 @@ the certificate: valid for every ``u``, tight at the box minimiser of ``f_k``.
   :func:`qubo_round.sdp_ipm.solve_maxcut_sdp`), then lowered by the smallest eigenvalue of
   ``A - Diag(d)`` and a rounding margin so that ``S`` is PSD in exact arithmetic. It absorbs as
   much of the objective as possible into the linear term ``d . v``, which binary points do not
-  see. (Re-weighting that SDP by the rows' fractional parts, Frank-Wolfe style, gained under
-  1 % on digits fc1 and 0.01 % on MiniLM FFN in, and is not done.)
+  see. (Re-weighting that SDP by the rows' fractional parts, Frank-Wolfe style, was tried on
+  digits fc1 and MiniLM FFN in and gained too little to keep; no command of the repo runs it.)
 * ``u`` comes from Jacobi-preconditioned projected gradient with Nesterov momentum and
   adaptive restart (FISTA; O'Donoghue and Candes 2015), all rows in one matrix product per
   iteration over the shared ``S``, in float32 (the certificate ``(*)`` is evaluated in float64
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 __all__ = ["BoxBound", "shared_diagonal", "box_bound"]
 
 _EPS = float(np.finfo(np.float64).eps)
+#: Relative duality gap of the interior point that finds the shared diagonal.
+DIAGONAL_TOL = 1e-6
 
 
 @dataclass
@@ -93,24 +95,28 @@ def _psd_margin(S: np.ndarray) -> tuple[float, float]:
     return float(lam[0] - 8.0 * len(S) * _EPS * np.linalg.norm(S)), float(lam[-1])
 
 
-def shared_diagonal(A: np.ndarray, *, tol: float = 1e-6) -> np.ndarray:
+def shared_diagonal(A: np.ndarray, *, tol: float = DIAGONAL_TOL) -> np.ndarray:
     """``d`` (n,) with ``A - Diag(d)`` PSD in exact arithmetic, ``1^T d`` near its maximum.
 
     Args:
         A: (n, n) symmetric, the layer's shared matrix.
         tol: relative duality gap of the interior point (a looser ``d`` stays valid, only weaker).
     """
-    A = np.asarray(A, dtype=np.float64)
+    return _certified_diagonal(np.asarray(A, dtype=np.float64), tol)[0]
+
+
+def _certified_diagonal(A: np.ndarray, tol: float) -> tuple[np.ndarray, float]:
+    """:func:`shared_diagonal` and ``lambda_max(A - Diag(d))`` from the same eigendecomposition."""
     n = A.shape[0]
-    scale = float(np.abs(A).sum(axis=1).max())
-    if n == 0 or scale == 0.0:
-        return np.zeros(n)
+    scale = float(np.abs(A).sum(axis=1).max()) if n else 0.0
+    if scale == 0.0:  # A = 0: d = 0 is optimal and S = 0
+        return np.zeros(n), 0.0
     _, y, _ = solve_maxcut_sdp(A / scale, tol=tol)
     d = y * scale
     for _ in range(8):
-        lam, _ = _psd_margin(A - np.diag(d))
+        lam, lam_max = _psd_margin(A - np.diag(d))
         if lam >= 0.0:
-            return d
+            return d, lam_max
         d = d - (2.0 * -lam + 4.0 * _EPS * np.abs(d).max())
     raise RuntimeError("could not make A - Diag(d) certifiably PSD (A has non-finite or huge entries?)")
 
@@ -122,8 +128,8 @@ def box_bound(problem: LayerQUBO, *, rows: np.ndarray | None = None, d: np.ndarr
 
     Args:
         problem: a :class:`LayerQUBO` with a shared ``A``.
-        rows: row indices; ``d``: a shared diagonal from :func:`shared_diagonal` (computed when
-            None; it is re-checked either way).
+        rows: row indices; ``d``: a shared diagonal from :func:`shared_diagonal` (computed and
+            certified when None; a given one is checked).
         max_iter: cap on projected-gradient iterations; ``rtol``: stop when the certified total
             rose by less than ``rtol`` times its magnitude at two checks in a row (every
             ``check_every`` iterations); ``time_limit``: seconds, checked at the same points.
@@ -144,15 +150,16 @@ def box_bound(problem: LayerQUBO, *, rows: np.ndarray | None = None, d: np.ndarr
     t0 = time.perf_counter()
     A = problem.A
     if d is None:
-        d = shared_diagonal(A)
-    d = np.asarray(d, dtype=np.float64)
-    if d.shape != (problem.n,) or not np.isfinite(d).all():
-        raise ValueError(f"d must be a finite ({problem.n},) vector, got shape {d.shape}")
+        d, lam_max = _certified_diagonal(A, DIAGONAL_TOL)  # certified there: no second eigendecomposition
+    else:
+        d = np.asarray(d, dtype=np.float64)
+        if d.shape != (problem.n,) or not np.isfinite(d).all():
+            raise ValueError(f"d must be a finite ({problem.n},) vector, got shape {d.shape}")
+        lam_min, lam_max = _psd_margin(A - np.diag(d))
+        if lam_min < 0.0:
+            raise ValueError(f"A - Diag(d) is not certifiably PSD (lambda_min {lam_min:.3g}); "
+                             "use shared_diagonal(problem.A)")
     S = A - np.diag(d)
-    lam_min, lam_max = _psd_margin(S)
-    if lam_min < 0.0:
-        raise ValueError(f"A - Diag(d) is not certifiably PSD (lambda_min {lam_min:.3g}); "
-                         "use shared_diagonal(problem.A)")
     sdp_seconds = time.perf_counter() - t0
     row = _Rows(problem, idx, S, d)
     values, its, history = row.solve(lam_max, max_iter, rtol, check_every,

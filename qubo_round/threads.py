@@ -49,8 +49,8 @@ def limit_threads(n: int | None, *, blas: bool = True, torch: bool = True) -> It
                 from threadpoolctl import threadpool_limits
                 stack.enter_context(threadpool_limits(limits=n, user_api="blas"))
         tm = sys.modules.get("torch") if torch else None
-        if tm is not None and tm.get_num_threads() > n:
-            before = tm.get_num_threads()
+        before = tm.get_num_threads() if tm is not None else 0
+        if before > n:
             tm.set_num_threads(n)
             stack.callback(tm.set_num_threads, before)
         yield

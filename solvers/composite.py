@@ -30,6 +30,41 @@ __all__ = ["Chain", "ChainParams", "Polish", "PolishParams", "Portfolio", "Portf
 SEPARATOR = ">"
 
 
+def _specs(solvers) -> tuple[str, ...]:
+    """``solvers`` (one spec or several) as a tuple of non-empty strings, or ValueError."""
+    specs = (solvers,) if isinstance(solvers, str) else tuple(solvers)
+    if len(specs) < 1 or not all(isinstance(s, str) and s for s in specs):
+        raise ValueError(f"solvers must name at least one registered solver, got {solvers!r}")
+    return specs
+
+
+def _check_all(solvers, problem: QUBOFamily, what: str) -> None:
+    """Every part's own check; a refusal names the part (``what`` ``'name'``)."""
+    for s in solvers:
+        try:
+            s.check(problem)
+        except CapabilityError as e:
+            raise CapabilityError(f"{what} {s.name!r}: {e}") from e
+
+
+def _stronger(bound: np.ndarray | None, lower_bound) -> np.ndarray | None:
+    """The row-wise larger of ``bound`` and a part's ``lower_bound`` (NaN: no bound, -inf here)."""
+    if lower_bound is None:
+        return bound
+    lb = np.nan_to_num(np.asarray(lower_bound, dtype=np.float64), nan=-np.inf)
+    return lb if bound is None else np.maximum(bound, lb)
+
+
+def _add_bound(extra: dict, bound: np.ndarray | None, best: np.ndarray) -> None:
+    """Report the parts' strongest ``bound`` (NaN where none) and ``optimal`` when the best
+    energies ``best`` (rows,) meet it (unless a part ran out of time)."""
+    if bound is None:
+        return
+    extra["lower_bound"] = np.where(np.isfinite(bound), bound, np.nan)
+    if extra["status"] != "time_limit" and np.all(best <= bound + 1e-9 * (1 + np.abs(bound))):
+        extra["status"] = "optimal"
+
+
 @dataclass(frozen=True)
 class ChainParams:
     """Parameters of :class:`Chain`.
@@ -42,10 +77,7 @@ class ChainParams:
     solvers: tuple[str, ...] = ("gptq", "its")
 
     def __post_init__(self) -> None:
-        specs = (self.solvers,) if isinstance(self.solvers, str) else tuple(self.solvers)
-        if len(specs) < 1 or not all(isinstance(s, str) and s for s in specs):
-            raise ValueError(f"solvers must name at least one registered solver, got {self.solvers!r}")
-        object.__setattr__(self, "solvers", specs)
+        object.__setattr__(self, "solvers", _specs(self.solvers))
 
 
 @register("chain", presets={
@@ -64,11 +96,7 @@ class Chain(Solver):
         self.needs_space = any(s.needs_space for s in self.stages)
 
     def check(self, problem: QUBOFamily) -> None:
-        for s in self.stages:  # every stage's own check (its first refuses anything but a QUBOFamily)
-            try:
-                s.check(problem)
-            except CapabilityError as e:
-                raise CapabilityError(f"chain stage {s.name!r}: {e}") from e
+        _check_all(self.stages, problem, "chain stage")  # (the first refuses anything but a QUBOFamily)
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         t0 = time.perf_counter()
@@ -82,9 +110,7 @@ class Chain(Solver):
                 status = "time_limit"
                 break
             r = s.solve(problem, seed=int(rng.integers(0, 2**31 - 1)), start=start, time_limit=left)
-            if r.lower_bound is not None:
-                lb = np.nan_to_num(np.asarray(r.lower_bound, dtype=np.float64), nan=-np.inf)
-                bound = lb if bound is None else np.maximum(bound, lb)
+            bound = _stronger(bound, r.lower_bound)
             stages.append({"solver": self.params.solvers[i], "energy": r.energy, "status": r.status,
                            "seconds": r.seconds})
             if r.status == "time_limit":
@@ -98,10 +124,7 @@ class Chain(Solver):
         samples = np.concatenate([last, *kept], axis=0) if kept else last
         extra: dict[str, Any] = {"status": status, "stages": stages}
         if bound is not None:
-            extra["lower_bound"] = np.where(np.isfinite(bound), bound, np.nan)
-            best = problem.energies(samples).min(axis=0)
-            if status != "time_limit" and np.all(best <= bound + 1e-9 * (1 + np.abs(bound))):
-                extra["status"] = "optimal"
+            _add_bound(extra, bound, problem.energies(samples).min(axis=0))
         return samples, extra
 
 
@@ -165,9 +188,7 @@ class PortfolioParams:
     params: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
-        specs = (self.solvers,) if isinstance(self.solvers, str) else tuple(self.solvers)
-        if len(specs) < 1 or not all(isinstance(s, str) and s for s in specs):
-            raise ValueError(f"solvers must name at least one registered solver, got {self.solvers!r}")
+        specs = _specs(self.solvers)
         params = tuple(dict(p) for p in self.params)
         if params and len(params) != len(specs):
             raise ValueError(f"params must give one dict per solver ({len(specs)}), got {len(params)}")
@@ -189,11 +210,7 @@ class Portfolio(Solver):
         self.needs_space = any(m.needs_space for m in self.members)
 
     def check(self, problem: QUBOFamily) -> None:
-        for m in self.members:
-            try:
-                m.check(problem)
-            except CapabilityError as e:
-                raise CapabilityError(f"portfolio member {m.name!r}: {e}") from e
+        _check_all(self.members, problem, "portfolio member")
 
     def solve(self, problem: QUBOFamily, *, seed: int | None = None, **kw):
         self._seed = seed  # the members' seed (sample() sees only the generator made from it)
@@ -211,13 +228,8 @@ class Portfolio(Solver):
             else:
                 take = r.best_energies < best_e
                 best_X[take], best_e[take] = r.best[take], r.best_energies[take]
-            if r.lower_bound is not None:
-                lb = np.nan_to_num(np.asarray(r.lower_bound, dtype=np.float64), nan=-np.inf)
-                bound = lb if bound is None else np.maximum(bound, lb)
+            bound = _stronger(bound, r.lower_bound)
         extra: dict[str, Any] = {"members": members,
                                  "status": "time_limit" if any(x["status"] == "time_limit" for x in members) else "feasible"}
-        if bound is not None:
-            extra["lower_bound"] = np.where(np.isfinite(bound), bound, np.nan)
-            if extra["status"] != "time_limit" and np.all(best_e <= bound + 1e-9 * (1 + np.abs(bound))):
-                extra["status"] = "optimal"
+        _add_bound(extra, bound, best_e)
         return best_X[None], extra

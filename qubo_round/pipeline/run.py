@@ -23,10 +23,13 @@ from tqdm.auto import tqdm
 from ..builders import asymmetric_problem
 from ..layers import LayerAdapter
 from ..problem import stack_rows
+from ..solvers import get_solver, solver_class
+from ..solvers.greedy import polish
 from ..stats import FinishedOutputs, FloatInputs, capture_stats, iterate_batches
 from ..threads import limit_threads
 from .checkpoint import RunDirectory
 from .config import QuantConfig
+from .data_form import solve_data_form
 from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
 from .qstate import LayerQState
 from .report import LayerReport, QuantReport
@@ -79,7 +82,6 @@ def _signature(model: nn.Module, batches: list) -> dict:
 def _solver_for(spec: str, params: dict, device: str, progress: bool = False):
     """The layer's solver; ``device`` and ``progress`` (a bar over the iterations) are passed to
     the solvers that have these parameters, unless the layer's settings give them."""
-    from qubo_round.solvers import get_solver, solver_class
     cls = solver_class(spec)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     extra = {k: v for k, v in (("device", device), ("progress", progress)) if k in fields and k not in params}
@@ -102,15 +104,14 @@ DATA_FORM_MARGIN = 2.0
 
 
 def choose_form(form: str, rows: int, cols: int, batch_cols: int, activation: str, solver: str) -> str:
-    """``auto``: covariance for solvers without a data form (capability ``has_data_form``); otherwise the data form when an
-    activation-aware loss is asked for (not a QUBO), else the data form only when its estimated
-    cost per step, ``rows cols (4 batch_cols + S)``, is at most ``1 / DATA_FORM_MARGIN`` of the
-    covariance form's, ``rows cols (2 cols + S)`` (``S = SHARED_COST_PER_WEIGHT``, the work both
+    """``auto``: covariance for solvers without a data form (capability ``has_data_form``);
+    otherwise the data form when an activation-aware loss is asked for (not a QUBO), else the
+    data form only when its estimated cost per step, ``rows cols (4 batch_cols + S)``, is at most
+    ``1 / DATA_FORM_MARGIN`` of the covariance form's, ``rows cols (2 cols + S)`` (``S = SHARED_COST_PER_WEIGHT``, the work both
     forms share): the exact objective unless mini-batches are much cheaper (large fully
     connected layers)."""
     if form != "auto":
         return form
-    from qubo_round.solvers import solver_class
     if not solver_class(solver).has_data_form:
         return "covariance"
     if activation != "none":
@@ -266,7 +267,6 @@ def _solve(run: RunState, step: LayerStep) -> None:
         step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
             step.problems, step.lcfg, step.seed, run.device, run.progress)
     else:
-        from qubo_round.pipeline.data_form import solve_data_form
         step.Vs, step.statuses, info = solve_data_form(run, step)
         step.infos, step.solve_seconds = [info], info["seconds"]
         step.capture_seconds += info["capture_seconds"]
@@ -277,7 +277,6 @@ def _solve(run: RunState, step: LayerStep) -> None:
 def _polish(step: LayerStep) -> None:
     """Single-flip descent on the exact QUBO (``polish``; not for the baseline solver, nor when
     the loss went through a ReLU, which the QUBO does not see)."""
-    from qubo_round.solvers import solver_class
     if step.lcfg.polish and not solver_class(step.lcfg.solver).baseline and step.activation == "none":
         step.solver_loss = _loss(step.problems, step.Vs)
         t = time.perf_counter()
@@ -327,7 +326,7 @@ def _layer_problems(name, ad, st, layerwise: bool, *, grid=None, spaces=None) ->
 def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
     """The layer's solver on its groups' QUBOs. Returns (roundings V, statuses, the solvers' info
     dicts, seconds inside the solver)."""
-    solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)  # imports the solvers first
+    solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)
     t0 = time.perf_counter()
     if len(problems) > 1 and solver.batches_groups:
         # e.g. a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
@@ -404,8 +403,6 @@ def polish_roundings(problems, Vs: list[np.ndarray]) -> tuple[list[np.ndarray], 
     an entry the wrong way, one flip lowers the loss. On the digits model at 3 bits this took
     AdaRound's total loss (10k iterations) from 2.48 to 1.98, in 6-11 ms for all five layers
     (``benchmarks/forms_speed.py``, column "polish ms")."""
-    from qubo_round.solvers.greedy import polish
-
     out, flips = [], 0
     for p, V in zip(problems, Vs):
         X0 = p.apply_fixed(p.from_rounding(V))
