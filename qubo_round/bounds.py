@@ -61,7 +61,7 @@ SCS is the fastest (Clarabel's interior point is dense in the (m+1)(m+2)/2 matri
 O(m^3) dense factorisations per iteration, run to a duality gap of 1e-10 (the iteration count is
 logged at DEBUG level). On well-conditioned instances like bqp, ``bm`` is ~3x faster; on layer
 rows, whose covariance is nearly singular, ``bm`` crawls: digits fc1 W2 row 0 (443 free) takes
-28.9 s for a certified 0.0114008 with ``bm`` and 1.8 s for 0.0114079 with ``ipm`` (one BLAS
+25.8 s for a certified 0.0114008 with ``bm`` and 0.8 s for 0.0114079 with ``ipm`` (one BLAS
 thread; ``python benchmarks/sdp_bounds.py --layers fc1 --rows 1 --bm-rows 1``; the script's
 default run has the layer-level numbers). ``bm`` is the low-rank factorisation ``X = V V^T``,
 ``V`` (m+1, r) with unit rows and

@@ -2,7 +2,7 @@
 
 Per-row SDP bounds (:func:`qubo_round.bounds.sdp_rows`) cost a few O(m^3) factorisations per
 row and per iteration: on MiniLM's FFN output layer (384 rows, ~1521 free variables each) about
-a minute per row, hours per layer. This bound uses what the rows of a layer share.
+25 s per row on 2 cores, hours per layer. This bound uses what the rows of a layer share.
 
 Row ``k`` of a :class:`~qubo_round.problem.LayerQUBO` with one shared matrix is::
 
@@ -38,9 +38,13 @@ Against the per-row SDP: with the row's own optimal diagonal, ``(*)`` at its min
 least the SDP bound (the unconstrained minimum of the convexified row is the SDP value,
 Billionnet-Elloumi); with the shared ``d`` it is weaker, at a small fraction of the time
 (``python benchmarks/sdp_bounds.py`` and its MiniLM command, ``benchmarks/results/sdp_bounds*.md``,
-2 cores): digits W2 layers 0.90-0.96 of the per-row SDP total (fc1: 5.6 s against 90 s);
-MiniLM FFN out (384 rows, 1521 free) 0.83 on the rows compared, all rows in 75 s against about
-65 s per row; FFN in (1536 rows, 378 free) 0.65, all rows in 7.8 s.
+2 cores): digits W2 layers 0.90-0.96 of the per-row SDP total (fc1: 3.2 s against 43 s);
+MiniLM FFN out (384 rows, 1521 free) 0.83 on the rows compared, all rows in 54 s (12 s of it the
+SDP) against about 25 s per row; FFN in (1536 rows, 378 free) 0.65, all rows in 5.5 s. Most of
+the FFN-out time is the box QP's tail: after 1250 of its 3000 iterations the total is at 96%
+of the final one.
+(ADMM with the shared eigendecomposition was tried as a warm start: it saved too little for the
+tuned penalty it needs, and is not used.)
 """
 from __future__ import annotations
 
