@@ -82,6 +82,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from .box_bound import box_bound
+from .extras import require
 from .problem import LayerQUBO, QUBOFamily
 from .sdp_ipm import solve_maxcut_sdp
 from .threads import limit_threads
@@ -423,10 +424,7 @@ def _solve_bm(M: np.ndarray, rng: np.random.Generator, *, gtol: float = 1e-10,
 
 def _solve_cvxpy(M: np.ndarray, backend: str) -> tuple[np.ndarray, np.ndarray]:
     """Solve with cvxpy (SCS: primal form; Clarabel: dual form, 10x faster for it)."""
-    try:
-        import cvxpy as cp
-    except ImportError as e:  # pragma: no cover - cvxpy is a declared requirement of the sdp solver
-        raise ImportError(f"backend {backend!r} needs cvxpy (pip install cvxpy)") from e
+    cp = require("cvxpy", "cvxpy", f"the SDP backend {backend!r}")
     n = M.shape[0]
     if backend == "scs":
         X = cp.Variable((n, n), PSD=True)

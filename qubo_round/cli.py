@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+from .extras import MissingExtraError
+
 log = logging.getLogger("qubo_round")
 
 
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, MissingExtraError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"qubo-round: error: {msg}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qubo_round.bounds import BACKENDS, CLARABEL_MAX_FREE, eig_bound, one_blas_thread, sdp_bound
+from qubo_round.extras import require
 from qubo_round.problem import QUBOFamily
 
 from .base import Solver
@@ -76,8 +77,12 @@ class SDP(Solver):
     """SDP relaxation per row with Goemans-Williamson rounding and greedy polish; reports the
     certified SDP lower bound."""
 
-    required_modules = ("cvxpy",)
-    Params = SDPParams
+    Params = SDPParams  # no required module: only the scs / clarabel backends need cvxpy (check)
+
+    def check(self, problem: QUBOFamily) -> None:
+        super().check(problem)
+        if self.params.backend in ("scs", "clarabel"):  # named before the first row, not at it
+            require("cvxpy", "cvxpy", f"the sdp solver's backend {self.params.backend!r}")
 
     def max_free(self) -> int | None:
         limit = self.params.max_variables

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from qubo_round.extras import require
 from qubo_round.threads import limit_threads
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ def run_study(name: str, *, quick: bool = False, seed: int = 0, out: str | Path 
     from . import STUDIES, get_study
 
     run = get_study(name)
+    require("matplotlib", "plots", f"study {name!r} (its figures)")  # before the work, not after it
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     out = Path(out) if out is not None else default_out(name, quick)

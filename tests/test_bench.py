@@ -249,6 +249,16 @@ def test_report(run, tmp_path):
         assert f"({png})" in md
 
 
+def test_report_without_the_plots_extra(run, tmp_path, monkeypatch, caplog):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the 'plots' extra were not installed
+    out, _, _ = run
+    md = write_report(out, tmp_path / "r").read_text()
+    assert "## League" in md and "pip install 'qubo-round[plots]'" in md
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert "qubo-round[plots]" in caplog.text
+
+
 def test_results_are_pandas_readable(run):
     pd = pytest.importorskip("pandas")
     df = pd.read_csv(run[0] / "results.csv")

@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Iterable, Iterator
 
+from qubo_round.extras import require
 from qubo_round.threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -81,10 +82,8 @@ class DaskExecutor:
     LocalCluster of ``workers`` single-threaded processes) or an existing ``Client``."""
 
     def __init__(self, scheduler: Any, workers: int | None = None) -> None:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as e:  # pragma: no cover - optional dependency
-            raise ImportError("the Dask backend needs dask[distributed]: pip install 'dask[distributed]'") from e
+        dist = require("distributed", "dask", "the Dask executor")
+        Client, LocalCluster = dist.Client, dist.LocalCluster
         self._own: list = []
         if isinstance(scheduler, Client):
             self.client = scheduler

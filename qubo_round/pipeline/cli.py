@@ -58,7 +58,10 @@ def add_parser(sub) -> None:
     q.add_argument("--device", default="cpu", help="cpu or cuda")
     q.add_argument("--run-dir", help="checkpoint directory (resume after an interruption)")
     q.add_argument("--export", help="write the quantized model (safetensors + manifest) here")
-    q.add_argument("--force", action="store_true", help="replace an earlier export at --export")
+    q.add_argument("--export-onnx", metavar="FILE.onnx",
+                   help="also write an ONNX graph with QDQ weights (int8 + per-channel scales), checked "
+                        "with onnxruntime against the torch model (extra 'onnx')")
+    q.add_argument("--force", action="store_true", help="replace an earlier export at --export / --export-onnx")
     q.add_argument("--no-progress", action="store_true")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=run)
@@ -124,6 +127,10 @@ def run(args) -> int:
     if args.export:
         from .export import check_export_target
         check_export_target(args.export, args.force)  # before the work, not after it
+    if args.export_onnx:
+        from .onnx_export import check_onnx_target, require_onnx
+        require_onnx()
+        check_onnx_target(args.export_onnx, args.force)
     bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)
@@ -155,6 +162,12 @@ def run(args) -> int:
         save_quantized(qmodel, report, args.export, model_name=None if ".py:" in args.model else args.model,
                        force=args.force)
         out["export"] = args.export
+    if args.export_onnx:
+        from .onnx_export import export_onnx, onnx_max_abs_diff
+        batches = [calib[:64], calib[64:128]] if isinstance(calib, torch.Tensor) else list(calib[:2])
+        export_onnx(qmodel, report.qstate, args.export_onnx, batches[0], force=args.force)
+        out["onnx"] = args.export_onnx
+        out["onnx_max_abs_diff"] = onnx_max_abs_diff(args.export_onnx, qmodel, [b for b in batches if len(b)])
     out["layers"] = report.rows()
     out["skipped"] = report.skipped
     if args.json:
@@ -171,4 +184,7 @@ def run(args) -> int:
     print(f"| nearest | {fmt(out['nearest_accuracy'])} |")
     print(f"| {args.solver} | {fmt(out['accuracy'])} |")
     print(f"| time | {seconds:.1f} s |")
+    if args.export_onnx:
+        print(f"\nONNX (QDQ) written to {args.export_onnx}: max |onnxruntime - torch| on two calibration "
+              f"batches {out['onnx_max_abs_diff']:.2g}")
     return 0
