@@ -19,34 +19,16 @@ import logging
 import os
 import platform
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-import qubo_round.pipeline.run as run_mod
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.zoo import load_model
 
 RESULTS = Path(__file__).parent / "results"
 log = logging.getLogger("minilm_overfit")
-
-
-@contextmanager
-def blended(a: float):
-    """While the block runs, the pipeline's asymmetric problems are those of the blended loss
-    ``(1 - a) E_layerwise + a E_asymmetric``."""
-    orig = run_mod.asymmetric_problem
-
-    def build(W, H, H_hat, C, grid, **kw):
-        return orig(W, H, (1 - a) * H + a * H_hat, (1 - a) * H + a * C, grid, **kw)
-
-    run_mod.asymmetric_problem = build
-    try:
-        yield
-    finally:
-        run_mod.asymmetric_problem = orig
 
 
 def main(argv=None) -> None:
@@ -80,9 +62,8 @@ def main(argv=None) -> None:
             rows.append(dict(method=args.solver, reconstruction=recon, polish=polish, loss=rep.loss, **cosines(q)))
             log.info("%s", rows[-1])
     for a in args.blend:
-        with blended(a):
-            q, rep = quantize_model(b.model, calib, QuantConfig(bits=args.bits, solver=args.solver, seed=args.seed),
-                                    progress=False)
+        cfg = QuantConfig(bits=args.bits, solver=args.solver, seed=args.seed, asymmetric_weight=a)
+        q, rep = quantize_model(b.model, calib, cfg, progress=False)
         rows.append(dict(method=args.solver, reconstruction=f"blend a = {a}", polish=True, loss=rep.loss, **cosines(q)))
         log.info("%s", rows[-1])
     meta = dict(argv=" ".join(__import__("sys").argv[1:] if argv is None else argv), bits=args.bits,

@@ -23,14 +23,12 @@ import logging
 import os
 import platform
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import qubo_round.relaxations.active as active
-import qubo_round.relaxations.objective as objective
 from qubo_round.extract import layer_problems
 from qubo_round.grid import Grid
 from qubo_round.solvers import get_solver
@@ -38,19 +36,9 @@ from qubo_round.zoo import load_model
 
 log = logging.getLogger("relaxation_step")
 RESULTS = Path(__file__).parent / "results"
+#: name -> the adaround parameters (flush_subnormals, compact_min_entries) of that setting
 SETTINGS = {"plain": (False, 10**12), "flush": (True, 10**12), "default": (True, active.MIN_ENTRIES),
             "always": (True, 0)}
-
-
-@contextmanager
-def setting(name: str):
-    """Flush on/off and the compaction threshold of setting ``name`` while the block runs."""
-    before = objective.FLUSH_SUBNORMALS, active.MIN_ENTRIES
-    objective.FLUSH_SUBNORMALS, active.MIN_ENTRIES = SETTINGS[name]
-    try:
-        yield
-    finally:
-        objective.FLUSH_SUBNORMALS, active.MIN_ENTRIES = before
 
 
 def main(argv=None) -> None:
@@ -68,17 +56,17 @@ def main(argv=None) -> None:
         ps = layer_problems(bundle.model, name, calib, Grid(bits=3))
         problems[name if len(ps) == 1 else f"{name} (group 0 of {len(ps)})"] = ps[0]
     layers = list(problems)
-    solver = get_solver("adaround", iterations=args.iterations)
+    solvers = {s: get_solver("adaround", iterations=args.iterations, flush_subnormals=flush, compact_min_entries=m)
+               for s, (flush, m) in SETTINGS.items()}
     load0 = os.getloadavg()[0]
     seconds = {(L, s): [] for L in layers for s in SETTINGS}
     roundings = {}
     for k in range(args.repeats):
         for L, p in problems.items():
             for s in (SETTINGS if k % 2 == 0 else list(SETTINGS)[::-1]):
-                with setting(s):
-                    t0 = time.perf_counter()
-                    r = solver.solve(p, seed=0)
-                    seconds[(L, s)].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                r = solvers[s].solve(p, seed=0)
+                seconds[(L, s)].append(time.perf_counter() - t0)
                 ref = roundings.setdefault(L, r.best)
                 if not np.array_equal(ref, r.best):
                     raise SystemExit(f"{L}: setting {s!r} changed the rounding")

@@ -66,9 +66,9 @@ class ActiveSet:
     """
 
     def __init__(self, theta: torch.Tensor, free: torch.Tensor, fixed_value: torch.Tensor, lr: float,
-                 zeta: float = ZETA, gamma: float = GAMMA) -> None:
+                 zeta: float = ZETA, gamma: float = GAMMA, *, min_entries: int = MIN_ENTRIES) -> None:
         rows, n = theta.shape
-        self.rows, self.n = rows, n
+        self.rows, self.n, self.min_entries = rows, n, min_entries
         t = dict(device=theta.device, dtype=theta.dtype)
         # constants as 0-dim tensors of the working dtype: a Python scalar costs a conversion
         # (an extra tensor op) on every call, the same arithmetic
@@ -134,14 +134,14 @@ class ActiveSet:
     def check(self) -> bool:
         """True when every entry is frozen (nothing can change any more). Otherwise drops the
         entries that froze since the last check, when that narrows the widest row to ``SHRINK``
-        of its width or less in a problem of ``MIN_ENTRIES`` entries or more (:attr:`version`
+        of its width or less in a problem of ``min_entries`` entries or more (:attr:`version`
         counts these compactions)."""
         margin = self.theta.abs() - THETA_CLIP
         still = self.valid & ~(margin > self.opt.reach())
         width = int(still.sum(1).max()) if still.numel() else 0
         if width == 0:
             return True
-        if self.rows * self.n >= MIN_ENTRIES and width <= SHRINK * self.amax:
+        if self.rows * self.n >= self.min_entries and width <= SHRINK * self.amax:
             self._compact(still)
         return False
 

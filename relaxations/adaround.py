@@ -43,7 +43,7 @@ import torch
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
-from .active import THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
+from .active import MIN_ENTRIES, THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
 from .objective import TorchSolver, check_device_dtype, initial_h, steps
 from .schedule import GAMMA, ZETA, AdaRoundSchedule
 
@@ -76,11 +76,18 @@ class AdaRoundParams(AdaRoundSchedule):
     threads: int | None = 1
     progress: bool = False  # a tqdm bar over the iterations (display only)
     rectified: bool = True  # False: plain sigmoid h = sigmoid(theta) (Table 3)
+    # speed only, same rounding (benchmarks/relaxation_step.py measures them):
+    flush_subnormals: bool = True  # flush subnormal floats during the solve (objective.cpu_settings)
+    compact_min_entries: int = MIN_ENTRIES  # compact frozen entries away in problems this large (active.py)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.rectified, (bool, np.bool_)):
-            raise ValueError(f"rectified must be True or False, got {self.rectified!r}")
+        for name in ("rectified", "flush_subnormals"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        m = self.compact_min_entries
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+            raise ValueError(f"compact_min_entries must be an integer >= 0, got {m!r}")
         check_device_dtype(self.device, self.dtype, self.threads)
 
 
@@ -95,6 +102,9 @@ class AdaRound(TorchSolver):
 
     Params = AdaRoundParams
 
+    def flush_subnormals(self) -> bool:
+        return bool(self.params.flush_subnormals)
+
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         t0 = time.perf_counter()
         p = self.params
@@ -104,7 +114,7 @@ class AdaRound(TorchSolver):
         h0 = obj.tensor(initial_h(problem, start))
         theta = inverse_rectified_sigmoid(h0) if p.rectified else _logit(h0.clamp(PLAIN_EPS, 1 - PLAIN_EPS))
         # the free entries that can still move, compacted as they freeze (relaxations.active)
-        aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma)
+        aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma, min_entries=p.compact_min_entries)
         grad = CovarianceGrad(obj, aset)
         sched = AdaRoundSchedule.of(p)
         status, done, frozen = "feasible", 0, None

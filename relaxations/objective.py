@@ -131,15 +131,11 @@ def deadline_of(time_limit: float | None, t0: float) -> float | None:
     return None if time_limit is None else t0 + time_limit
 
 
-#: Flush subnormal floats to zero during a solve (:func:`cpu_settings`); off only to measure what
-#: the flush gives (``benchmarks/relaxation_step.py``).
-FLUSH_SUBNORMALS = True
-
-
 @contextmanager
-def cpu_settings(threads: int | None):
+def cpu_settings(threads: int | None, flush_subnormals: bool = True):
     """While the block runs: torch on ``threads`` CPU threads (None: unchanged) and subnormal
-    floats flushed to zero.
+    floats flushed to zero (``flush_subnormals=False`` only to measure what the flush gives,
+    ``benchmarks/relaxation_step.py``).
 
     The flush matters: once an ``h`` is clipped its gradient is exactly zero, so Adam's moments
     decay geometrically and turn subnormal after some 800 steps, and every element-wise pass over
@@ -149,7 +145,7 @@ def cpu_settings(threads: int | None):
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
-    torch.set_flush_denormal(FLUSH_SUBNORMALS)
+    torch.set_flush_denormal(bool(flush_subnormals))
     try:
         yield
     finally:
@@ -174,8 +170,12 @@ class TorchSolver(Solver):
         super().check(problem)
         resolve_device(self.params.device)
 
+    def flush_subnormals(self) -> bool:
+        """Whether subnormal floats are flushed during the solve (:func:`cpu_settings`)."""
+        return True
+
     def solve(self, problem: QUBOFamily, **kw):
-        with cpu_settings(self.params.threads):
+        with cpu_settings(self.params.threads, self.flush_subnormals()):
             return super().solve(problem, **kw)
 
     def setup(self, problem: QUBOFamily) -> RelaxedObjective:

@@ -1,7 +1,7 @@
 """Active-set compaction of AdaRound (relaxations.active): dropping frozen entries changes nothing.
 
-Both forms are run twice, compacting early and often (``MIN_ENTRIES = 0``, ``SHRINK = 0.99``) and
-never (``MIN_ENTRIES`` huge): the roundings, iteration counts and relaxed energies must be
+Both forms are run twice, compacting early and often (``compact_min_entries=0``, ``SHRINK = 0.99``)
+and never (``compact_min_entries`` huge): the roundings, iteration counts and relaxed energies must be
 identical, since a frozen entry's gradient is exactly zero and the active ones go through the same
 arithmetic (up to the last bit of an element-wise function, whose vectorised and scalar code may
 round differently for an entry that moved position).
@@ -32,22 +32,17 @@ def layer(seed=0, rows=12, cols=40, samples=200):
 
 @pytest.fixture
 def compaction(monkeypatch):
-    """``set(True)``: compact at every chance; ``set(False)``: never."""
-    def set_(on: bool):
-        monkeypatch.setattr(active, "MIN_ENTRIES", 0 if on else 10**12)
-        monkeypatch.setattr(active, "SHRINK", 0.99)
-    return set_
+    """``compaction(True)``: the parameters that compact at every chance; ``(False)``: never."""
+    monkeypatch.setattr(active, "SHRINK", 0.99)
+    return lambda on: {"compact_min_entries": 0 if on else 10**12}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_covariance_form_compaction_is_exact(compaction, dtype, seed):
     _, _, p = layer(seed)
-    solver = get_solver("adaround", iterations=1500, lr=0.05, dtype=dtype)
-    compaction(True)
-    on = solver.solve(p, seed=0)
-    compaction(False)
-    off = solver.solve(p, seed=0)
+    on = get_solver("adaround", iterations=1500, lr=0.05, dtype=dtype, **compaction(True)).solve(p, seed=0)
+    off = get_solver("adaround", iterations=1500, lr=0.05, dtype=dtype, **compaction(False)).solve(p, seed=0)
     assert on.info["compactions"] >= 2 and off.info["compactions"] == 0
     np.testing.assert_array_equal(on.samples, off.samples)
     assert on.info["relaxed_energy"] == off.info["relaxed_energy"]
@@ -58,10 +53,9 @@ def test_covariance_form_compaction_is_exact(compaction, dtype, seed):
 def test_data_form_compaction_is_exact(compaction):
     W, X, p = layer(2)
     Xt = torch.as_tensor(X, dtype=torch.float32)
-    params = data_form_params("adaround", {"iterations": 1200, "lr": 0.05})
     runs = []
     for on in (True, False):
-        compaction(on)
+        params = data_form_params("adaround", {"iterations": 1200, "lr": 0.05, **compaction(on)})
         V, info = _optimise(LayerColumns(p.space, Xt, Xt, None, torch.as_tensor(row_units(p))), params,
                             torch.Generator().manual_seed(0))
         runs.append((V, info))
@@ -69,6 +63,18 @@ def test_data_form_compaction_is_exact(compaction):
     assert i_on["compactions"] >= 2 and i_off["compactions"] == 0
     np.testing.assert_array_equal(v_on, v_off)
     assert i_on["iterations_done"] == i_off["iterations_done"]
+
+
+def test_flush_setting_keeps_the_rounding():
+    """``flush_subnormals`` is a speed setting: the same rounding either way (subnormals only
+    arise in Adam moments of entries whose gradient is exactly zero)."""
+    _, _, p = layer(3)
+    runs = [get_solver("adaround", iterations=1500, lr=0.05, flush_subnormals=f).solve(p, seed=0) for f in (True, False)]
+    np.testing.assert_array_equal(runs[0].samples, runs[1].samples)
+    with pytest.raises(ValueError, match="flush_subnormals must be True or False"):
+        get_solver("adaround", flush_subnormals=1)
+    with pytest.raises(ValueError, match="compact_min_entries must be an integer >= 0"):
+        get_solver("adaround", compact_min_entries=-1)
 
 
 def test_compaction_keeps_frozen_values_and_moments():

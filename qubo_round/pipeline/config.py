@@ -60,6 +60,10 @@ class QuantConfig:
             network's inputs, so ``H_hat = C = H``; the paper's Table 4 baseline). In
             :meth:`to_dict` (and so the fingerprint) only when not the default, so run
             directories written before this field existed still resume.
+        asymmetric_weight: with ``asymmetric`` reconstruction, the weight ``a`` in [0, 1] of the
+            asymmetric loss in ``(1 - a) E_layerwise + a E_asymmetric`` (1, the default: eq. 25
+            alone; ``benchmarks/minilm_overfit.py --blend`` measures blends). In :meth:`to_dict`
+            only when not 1.
         polish: after the solver, descend by single flips on the layer's exact QUBO to a 1-flip
             local minimum (:func:`~qubo_round.pipeline.run.polish_roundings`): never raises the
             loss, costs milliseconds. Not applied to ``nearest`` (the reference rounding) nor to
@@ -90,6 +94,7 @@ class QuantConfig:
     reconstruction: str = "asymmetric"
     polish: bool = True
     holdout: float = 0.0
+    asymmetric_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
@@ -103,6 +108,15 @@ class QuantConfig:
             raise TypeError(f"polish must be True or False, got {self.polish!r}")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be a fraction in [0, 1) of the calibration batches, got {self.holdout!r}")
+        a = self.asymmetric_weight
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
+            raise ValueError(f"asymmetric_weight must be a number in [0, 1], got {a!r}")
+        if a != 1 and self.reconstruction != "asymmetric":
+            raise ValueError(f"asymmetric_weight={a} applies to reconstruction='asymmetric' only "
+                             f"(got {self.reconstruction!r}); drop it or use asymmetric reconstruction")
+        if a != 1 and (self.form == "data" or self.activation != "none"):
+            raise ValueError(f"asymmetric_weight={a} blends covariance-form QUBOs; the data form and the "
+                             "activation-aware loss cannot use it (form='covariance' or 'auto', activation='none')")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():
@@ -129,6 +143,8 @@ class QuantConfig:
         d.pop("ram_budget_mb")  # bounds memory, not the result
         if d["holdout"] == 0:
             d.pop("holdout")  # the default: fingerprints of earlier run directories unchanged
+        if d["asymmetric_weight"] == 1:
+            d.pop("asymmetric_weight")  # the default: fingerprints of earlier run directories unchanged
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

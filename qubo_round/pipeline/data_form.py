@@ -110,7 +110,7 @@ def solve_data_form(run: RunState, step: LayerStep):
     bias = module.bias.detach().float() if module.bias is not None else None
     rows_g = [p.space.shape[0] for p in problems]
     units = torch.as_tensor(np.concatenate([row_units(p) for p in problems]), device=device)
-    with cpu_settings(params.threads):
+    with cpu_settings(params.threads, params.flush_subnormals):
         # all groups of a grouped conv in one batched optimisation, fed by the same mini-batches
         cols_in = LayerColumns([p.space for p in problems], X.to(device), Xh.to(device),
                                None if bias is None else bias.to(device), units, step.activation, positions,
@@ -206,7 +206,7 @@ def _optimise(cols_in: LayerColumns, params: AdaRoundParams, gen: torch.Generato
     fixed_h = torch.as_tensor(np.concatenate([sp.fixed_value for sp in spaces]), **t)
     frac = torch.as_tensor(np.concatenate([sp.frac for sp in spaces]), **t)
     theta = inverse_rectified_sigmoid(frac.clamp(0.0, 1.0))
-    aset = ActiveSet(theta, free, fixed_h, params.lr)  # compacted as entries freeze (relaxations.active)
+    aset = ActiveSet(theta, free, fixed_h, params.lr, min_entries=params.compact_min_entries)  # compacted as entries freeze (relaxations.active)
     lead = (G,) if G > 1 else ()
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
     done, frozen = 0, None

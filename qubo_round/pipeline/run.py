@@ -251,13 +251,15 @@ def _capture(run: RunState, step: LayerStep) -> None:
     positions = st.count // sum(_num_samples(b) for b in run.batches)
     step.form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
                             lcfg.solver)
+    if step.form == "data" and config.asymmetric_weight != 1:
+        step.form = "covariance"  # a blended loss is a covariance-form QUBO (QuantConfig refuses form='data')
     if step.form == "covariance" and activation != "none":
         log.warning("layer %s: the covariance form (solver %s) cannot include the ReLU; using the "
                     "linear loss", name, lcfg.solver)
         activation = "none"
     step.activation = activation
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
-    step.problems = _layer_problems(name, ad, st, run.layerwise, grid=step.grid)
+    step.problems = _layer_problems(name, ad, st, run.asymmetric_weight, grid=step.grid)
     step.seed = config.seed + step.index
 
 
@@ -308,17 +310,23 @@ def _write_back(step: LayerStep):
     return qs, row
 
 
-def _layer_problems(name, ad, st, layerwise: bool, *, grid=None, spaces=None) -> list:
-    """The layer's groups as asymmetric reconstruction QUBOs from the statistics ``st``
-    (layer-wise reconstruction: ``H_hat = C = H``), on ``grid`` or on the given rounding
-    ``spaces`` (the same variables as another set of statistics).
+def _blend(H, S, a: float):
+    """``(1 - a) H + a S``, exactly ``H`` at ``a = 0`` and ``S`` at ``a = 1``."""
+    return H if a == 0 else S if a == 1 else (1 - a) * H + a * S
+
+
+def _layer_problems(name, ad, st, a: float, *, grid=None, spaces=None) -> list:
+    """The layer's groups as asymmetric reconstruction QUBOs from the statistics ``st``, of the
+    loss ``(1 - a) E_layerwise + a E_asymmetric`` (quadratic ``(1 - a) H + a H_hat``, cross term
+    ``(1 - a) H + a C``; ``a = 0``: layer-wise reconstruction, ``H_hat = C = H``), on ``grid`` or
+    on the given rounding ``spaces`` (the same variables as another set of statistics).
 
     One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK syevd),
     whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
     cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
     spaces = spaces or [None] * len(st.groups)
     with limit_threads(1, torch=False):
-        return [asymmetric_problem(W, acc.H, acc.H if layerwise else acc.H_hat, acc.H if layerwise else acc.C,
+        return [asymmetric_problem(W, acc.H, _blend(acc.H, acc.H_hat, a), _blend(acc.H, acc.C, a),
                                    grid, space=sp, layer=name, group=g)
                 for g, (W, acc, sp) in enumerate(zip(ad.weights(), st.groups, spaces))]
 
@@ -355,7 +363,7 @@ def _holdout_choice(run: RunState, step: LayerStep) -> None:
     """The layer's problems on the held-out batches (same rounding spaces), and the per-row
     choice of :func:`accept_on_holdout` among nearest, the solver's and the polished rounding."""
     st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=run.qmodel)[step.name]
-    held = _layer_problems(step.name, step.ad, st, run.layerwise, spaces=[p.space for p in step.problems])
+    held = _layer_problems(step.name, step.ad, st, run.asymmetric_weight, spaces=[p.space for p in step.problems])
     near, solver_V, polished_V = step.near, step.solver_Vs, step.Vs
     stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]
     step.Vs, refused = accept_on_holdout(step.problems, held, stages)

@@ -49,6 +49,11 @@ class RunState:
         return self.config.reconstruction == "layerwise"
 
     @property
+    def asymmetric_weight(self) -> float:
+        """Weight ``a`` of the asymmetric statistics in the layer problems (0 when layer-wise)."""
+        return 0.0 if self.layerwise else float(self.config.asymmetric_weight)
+
+    @property
     def model_hat(self) -> nn.Module:
         """The network whose layer inputs are ``x_hat``: the float one when layer-wise."""
         return self.fmodel if self.layerwise else self.qmodel
