@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
     q.add_argument("--reconstruction", choices=["asymmetric", "layerwise"], default="asymmetric",
                    help="asymmetric: inputs from the partly quantized network, targets from the float one "
                         "(eq. 25); layerwise: both from the float network (eq. 20)")
+    q.add_argument("--asymmetric-weight", type=float, default=1.0, metavar="A",
+                   help="with asymmetric reconstruction, minimise (1 - A) E_layerwise + A E_asymmetric "
+                        "(default 1: eq. 25 alone)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")
@@ -137,7 +140,8 @@ def run(args) -> int:
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
                          scale_method=args.scale_method, solver=args.solver,
                          solver_params=parse_params(args.param), form=args.form, activation=args.activation,
-                         reconstruction=args.reconstruction, polish=not args.no_polish, holdout=args.holdout,
+                         reconstruction=args.reconstruction, asymmetric_weight=args.asymmetric_weight,
+                         polish=not args.no_polish, holdout=args.holdout,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None
