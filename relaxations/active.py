@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .adam import Adam
+from .fused import kernels
 from .schedule import GAMMA, ZETA
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 
 #: |theta| beyond which h(theta) is clipped to 0 or 1: logit((1 - gamma) / (zeta - gamma)) = ln 11.
 THETA_CLIP = math.log((1 - GAMMA) / (ZETA - GAMMA) / (1 - (1 - GAMMA) / (ZETA - GAMMA)))
+#: Implementations of the element-wise step: ``eager`` torch operations (the default) or
+#: ``compiled``, fused by torch.compile (:mod:`relaxations.fused`).
+KERNELS = ("eager", "compiled")
 #: theta of the padding entries: far inside the clipped range, so their gradient is exactly zero.
 PAD_THETA = 100.0
 #: Re-compact only when the widest row has shrunk to this fraction of the current width ...
@@ -66,9 +70,14 @@ class ActiveSet:
     """
 
     def __init__(self, theta: torch.Tensor, free: torch.Tensor, fixed_value: torch.Tensor, lr: float,
-                 zeta: float = ZETA, gamma: float = GAMMA, *, min_entries: int = MIN_ENTRIES) -> None:
+                 zeta: float = ZETA, gamma: float = GAMMA, *, min_entries: int = MIN_ENTRIES,
+                 kernel: str = "eager") -> None:
         rows, n = theta.shape
         self.rows, self.n, self.min_entries = rows, n, min_entries
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self._fused = kernels() if kernel == "compiled" else None  # relaxations.fused
+        self._next = None  # compiled kernel: (theta, sigmoid(theta), h(theta)) for the next step
         t = dict(device=theta.device, dtype=theta.dtype)
         # constants as 0-dim tensors of the working dtype: a Python scalar costs a conversion
         # (an extra tensor op) on every call, the same arithmetic
@@ -93,9 +102,16 @@ class ActiveSet:
     def _held(self, h: torch.Tensor) -> torch.Tensor:
         return torch.where(self.free, h, self.fixed_value) if self._hold else h
 
-    def step_h(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(sig, h_active, inside)`` of the active entries; writes them into :attr:`h`."""
-        sig, h, inside = self.forward(self.theta)
+    def step_h(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """``(sig, h_active, inside)`` of the active entries; writes them into :attr:`h` (the
+        compiled kernel returns ``(None, h_active, None)``: its step recomputes the rest)."""
+        if self._fused is not None:
+            if self._next is None or self._next[0] is not self.theta:  # first step, or compacted since
+                self._next = (self.theta, *self._fused[0](self.theta, self._k["zg"], self._k["gamma"]))
+            _, sig, h = self._next
+            inside = None
+        else:
+            sig, h, inside = self.forward(self.theta)
         if self.full:
             h = self.h = self._held(h)
         else:
@@ -123,7 +139,18 @@ class ActiveSet:
              beta: float | None, lam: float) -> None:
         """One Adam step on the active entries from the loss gradient ``g_h`` (see
         :meth:`theta_grad`)."""
-        self.opt.step(self.theta_grad(g_h, h, sig, inside, beta, lam))
+        if self._fused is None:
+            return self.opt.step(self.theta_grad(g_h, h, sig, inside, beta, lam))
+        o, k = self.opt, self._k
+        o.t += 1
+        bc1, bc2 = 1 - o.b1**o.t, 1 - o.b2**o.t
+        reg = -2.0 * beta * lam if beta is not None and lam > 0 else 0.0
+        t = lambda v: torch.tensor(v, dtype=g_h.dtype, device=g_h.device)  # noqa: E731  (0-dim: no recompiles)
+        o.x, o.m, o.v, sig2, h2 = self._fused[1](self.theta, o.m, o.v, g_h, sig, k["zg"], k["gamma"],
+                                                 t(2.0 if beta is None else beta), t(reg), t(o.b1), t(o.b2),
+                                                 t(o.lr * math.sqrt(bc2) / bc1), t(o.eps * math.sqrt(bc2)))
+        self.theta = o.x
+        self._next = (o.x, sig2, h2)
 
     def scatter(self, part: torch.Tensor) -> torch.Tensor:
         """``(rows, n)`` matrix holding ``part`` (rows, amax) at the active positions, 0 elsewhere

@@ -43,8 +43,9 @@ import torch
 from qubo_round.problem import QUBOFamily
 from qubo_round.solvers.registry import register
 
-from .active import MIN_ENTRIES, THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
-from .objective import TorchSolver, check_device_dtype, initial_h, steps
+from .active import KERNELS, MIN_ENTRIES, THETA_CLIP, ActiveSet, CovarianceGrad  # noqa: F401  (THETA_CLIP re-exported)
+from .fused import check_compiled
+from .objective import DTYPES, TorchSolver, check_device_dtype, initial_h, resolve_device, steps
 from .schedule import GAMMA, ZETA, AdaRoundSchedule
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,34 @@ class AdaRoundParams(AdaRoundSchedule):
     # speed only, same rounding (benchmarks/relaxation_step.py measures them):
     flush_subnormals: bool = True  # flush subnormal floats during the solve (objective.cpu_settings)
     compact_min_entries: int = MIN_ENTRIES  # compact frozen entries away in problems this large (active.py)
+    # the element-wise step: "eager" torch ops or "compiled" (fused by torch.compile, relaxations.fused;
+    # faster on large layers, may round near-ties differently)
+    kernel: str = "eager"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("rectified", "flush_subnormals"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         m = self.compact_min_entries
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
             raise ValueError(f"compact_min_entries must be an integer >= 0, got {m!r}")
         check_device_dtype(self.device, self.dtype, self.threads)
 
 
+def check_kernel(p: AdaRoundParams) -> None:
+    """Before any work: with ``kernel="compiled"`` this machine must be able to compile it (a few
+    seconds, once per process)."""
+    if p.kernel == "compiled":
+        check_compiled(resolve_device(p.device), DTYPES[p.dtype])
+
+
 @register("adaround", presets={"fast": {"iterations": 2000, "lr": 0.1}, "paper": {"iterations": 20000},
                                "cosine": {"decay": "cosine"}, "gpu": {"device": "cuda"},
-                               "plain-sigmoid": {"rectified": False}})
+                               "plain-sigmoid": {"rectified": False},
+                               "compiled": {"kernel": "compiled"}})
 class AdaRound(TorchSolver):
     """AdaRound: rectified-sigmoid relaxation with the annealed regulariser (eq. 21-24), on the
     QUBO's continuous form (no data batches); ``theta >= 0`` rounds up."""
@@ -105,6 +119,10 @@ class AdaRound(TorchSolver):
     def flush_subnormals(self) -> bool:
         return bool(self.params.flush_subnormals)
 
+    def check(self, problem: QUBOFamily) -> None:
+        super().check(problem)
+        check_kernel(self.params)
+
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         t0 = time.perf_counter()
         p = self.params
@@ -114,7 +132,8 @@ class AdaRound(TorchSolver):
         h0 = obj.tensor(initial_h(problem, start))
         theta = inverse_rectified_sigmoid(h0) if p.rectified else _logit(h0.clamp(PLAIN_EPS, 1 - PLAIN_EPS))
         # the free entries that can still move, compacted as they freeze (relaxations.active)
-        aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma, min_entries=p.compact_min_entries)
+        aset = ActiveSet(theta, obj.free, obj.fixed_value, p.lr, zeta, gamma, min_entries=p.compact_min_entries,
+                         kernel=p.kernel)
         grad = CovarianceGrad(obj, aset)
         sched = AdaRoundSchedule.of(p)
         status, done, frozen = "feasible", 0, None

@@ -29,7 +29,7 @@ import torch
 
 from qubo_round.layers import LayerAdapter
 from qubo_round.relaxations.active import ActiveSet
-from qubo_round.relaxations.adaround import FREEZE_CHECK, AdaRoundParams, inverse_rectified_sigmoid
+from qubo_round.relaxations.adaround import FREEZE_CHECK, AdaRoundParams, check_kernel, inverse_rectified_sigmoid
 from qubo_round.relaxations.objective import DTYPES, cpu_settings, steps
 from qubo_round.relaxations.schedule import AdaRoundSchedule
 from qubo_round.split import row_units
@@ -74,6 +74,7 @@ def data_form_params(solver: str, solver_params: dict) -> AdaRoundParams:
                          "relaxation, do); use form='covariance' for other solvers")
     params = {k: v for k, v in solver_params.items() if k != "device"}
     resolved = get_solver(solver, **params).params
+    check_kernel(resolved)
     if not resolved.rectified:
         raise ValueError("the data form implements the rectified sigmoid only (rectified=False is "
                          "supported by the covariance form); use form='covariance'")
@@ -206,7 +207,7 @@ def _optimise(cols_in: LayerColumns, params: AdaRoundParams, gen: torch.Generato
     fixed_h = torch.as_tensor(np.concatenate([sp.fixed_value for sp in spaces]), **t)
     frac = torch.as_tensor(np.concatenate([sp.frac for sp in spaces]), **t)
     theta = inverse_rectified_sigmoid(frac.clamp(0.0, 1.0))
-    aset = ActiveSet(theta, free, fixed_h, params.lr, min_entries=params.compact_min_entries)  # compacted as entries freeze (relaxations.active)
+    aset = ActiveSet(theta, free, fixed_h, params.lr, min_entries=params.compact_min_entries, kernel=params.kernel)  # compacted as entries freeze (relaxations.active)
     lead = (G,) if G > 1 else ()
     draws = torch.randint(samples, (params.iterations, bs), generator=gen).to(device)
     done, frozen = 0, None
