@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return args.func(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, MissingExtraError) as e:
+    except (ValueError, KeyError, TypeError, OSError, MissingExtraError) as e:  # OSError: FileNotFound, FileExists, Permission...
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"qubo-round: error: {msg}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ def check_export_target(out_dir, force: bool = False) -> Path:
     earlier export (or one at all without ``force``): an export never follows links nor
     overwrites what it did not write. Call it before long work; :func:`save_quantized` does too."""
     out = Path(out_dir)
+    _check_parents(out)
     if out.is_symlink():
         raise ValueError(f"export target {out} is a symbolic link; give a real folder path")
     if out.exists() and not out.is_dir():
@@ -38,6 +39,15 @@ def check_export_target(out_dir, force: bool = False) -> Path:
             raise ValueError(f"export target {out} is not an earlier export (only manifest.json and "
                              f"model.safetensors, no links); --force replaces only that")
     return out
+
+
+def _check_parents(out: Path) -> None:
+    """Every existing ancestor of ``out`` must be a folder (a file there fails only when writing)."""
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {out}: {parent} is a file, not a folder; choose another path")
+            return
 
 
 def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: str | None = None, *,
@@ -94,7 +104,12 @@ def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
     mpath = out / "manifest.json"
     if not mpath.exists():
         raise FileNotFoundError(f"{mpath} not found: is {out} an exported quantized model?")
-    manifest = json.loads(mpath.read_text())
+    try:
+        manifest = json.loads(mpath.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{mpath} is not a readable export manifest ({e}); re-export the model") from None
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ValueError(f"{out}: unsupported export format {manifest.get('format')!r} v{manifest.get('version')}")
     if model is None:
@@ -109,11 +124,30 @@ def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
             raise ValueError(f"{mpath}: folded_bn names {name!r}, which is not a batch norm of the model "
                              f"({type(mods.get(name)).__name__ if name in mods else 'no such module'})")
         _set_module(model, name, nn.Identity())
-    tensors = load_file(str(out / "model.safetensors"))
+    tpath = out / "model.safetensors"
+    try:
+        tensors = load_file(str(tpath))
+    except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{tpath} is not a readable safetensors file ({first[:200]}); re-export the model") from None
     state = {k[len("float."):]: v for k, v in tensors.items() if k.startswith("float.")}
-    for name in manifest["layers"]:
-        state[f"{name}.weight"] = LayerQState.from_tensors(tensors, f"q.{name}").weight(
-            model.get_submodule(name).weight.dtype)
+    layers = manifest.get("layers")
+    if not isinstance(layers, dict):
+        raise ValueError(f"{mpath}: 'layers' must map layer names to their shape and limits")
+    for name, meta in layers.items():
+        qs = LayerQState.from_tensors(tensors, f"q.{name}")
+        if not isinstance(meta, dict) or [meta.get("qmin"), meta.get("qmax")] != [qs.qmin, qs.qmax] \
+                or list(meta.get("shape", [])) != list(qs.q.shape):
+            raise ValueError(f"{mpath}: layer {name}'s manifest entry {meta!r} does not match its tensors "
+                             f"(shape {list(qs.q.shape)}, limits [{qs.qmin}, {qs.qmax}]); re-export the model")
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{mpath} names layer {name!r}, which the model does not have") from None
+        if tuple(module.weight.shape) != tuple(qs.q.shape):
+            raise ValueError(f"{mpath}: layer {name} has weights {tuple(qs.q.shape)}, the model's "
+                             f"{tuple(module.weight.shape)}")
+        state[f"{name}.weight"] = qs.weight(module.weight.dtype)
     missing = set(model.state_dict()) - set(state)
     if missing:
         raise ValueError(f"the export does not match the architecture: missing {sorted(missing)[:5]}")

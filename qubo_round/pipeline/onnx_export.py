@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..extras import require
+from .export import _check_parents
 from .qstate import LayerQState
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def check_onnx_target(path, force: bool = False) -> Path:
     """Refuse an ONNX target that is a symlink, a folder, not ``*.onnx``, or an existing file
     (unless ``force``): checked before long work, and again by :func:`export_onnx`."""
     out = Path(path)
+    _check_parents(out)
     if out.suffix != ".onnx":
         raise ValueError(f"ONNX target {out} must end in .onnx")
     if out.is_symlink():

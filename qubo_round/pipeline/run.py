@@ -213,7 +213,8 @@ def _run_layers(run: RunState, order: list[str]) -> None:
         if lcfg.skip:
             run.report.skipped[name] = "skipped by override"
             continue
-        done = run.run_dir.load(index, name) if run.run_dir is not None else None
+        done = (run.run_dir.load(index, name, run.config.grid(lcfg.bits).limits, tuple(qmods[name].weight.shape))
+                if run.run_dir is not None else None)
         if done is None:
             qs, row = _quantize_layer(run, LayerStep(index=index, name=name, lcfg=lcfg, t0=time.perf_counter()))
         else:
