@@ -32,7 +32,7 @@ def results_root(here: Path) -> Path:
     folder and a ``pyproject.toml`` sits beside it: the committed results), else
     ``studies-results`` under the current directory, never into an installed package."""
     here = Path(here).resolve()
-    if (here.parent / "pyproject.toml").is_file() and "site-packages" not in here.parts:
+    if (here.parent / "pyproject.toml").is_file() and not {"site-packages", "dist-packages"} & set(here.parts):
         return here / "results"
     return Path("studies-results")
 

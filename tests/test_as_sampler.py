@@ -2,6 +2,8 @@
 model itself, both vartypes and any labels, optimal where the solver is exact, warm starts."""
 import numpy as np
 import pytest
+
+from qubo_round.solvers import available_solvers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +22,9 @@ def _bqm(seed, n, vartype):
     return dimod.BinaryQuadraticModel(lin, quad, float(rng.normal()), vartype)
 
 
-@pytest.mark.parametrize("spec", ["exact", "its", "greedy"])
+@pytest.mark.parametrize("spec", available_solvers())
 def test_sampler_api(spec):
+    """Every registered solver, composites included, behind dimod's Sampler API."""
     assert_sampler_api(SolverSampler(spec))
 
 

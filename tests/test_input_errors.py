@@ -107,3 +107,51 @@ def test_huge_instance_header_refused_before_allocating(tmp_path, name, text, li
     path.write_text(text)
     with pytest.raises(ValueError, match=rf"{name}, line {line}: 1000000 variables would need a dense"):
         load_instance(str(path) + ("#1" if name.startswith("bqp") else ""))
+
+
+def test_param_typo_writes_no_run_directory_and_the_fix_reruns(tmp_path, capsys):
+    run_dir = tmp_path / "rr"
+    base = ["quantize", "--model", "digits", "--bits", "3", "--solver", "greedy", "--calib-samples", "64",
+            "--no-progress", "--run-dir", str(run_dir)]
+    assert main(base + ["--param", "lrr=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lrr" in err and len(err.splitlines()) == 1
+    assert not run_dir.exists()  # no config.json blocks the corrected rerun
+    assert main(base) == 0
+    assert (run_dir / "config.json").is_file()
+
+
+@pytest.mark.parametrize("content, match", [
+    ("pair", "must hold a pair"),
+    ("garbage", "is not a readable tensor file"),
+])
+def test_user_model_bad_eval_named_before_the_work(tmp_path, capsys, content, match):
+    import torch
+    (tmp_path / "m.py").write_text("import torch\n"
+                                   "def make():\n"
+                                   "    return torch.nn.Sequential(torch.nn.Linear(6, 3))\n")
+    torch.save(torch.randn(32, 6), tmp_path / "calib.pt")
+    if content == "pair":
+        torch.save(torch.randn(8, 6), tmp_path / "e.pt")  # inputs only, no labels
+    else:
+        (tmp_path / "e.pt").write_bytes(b"\x00not a torch file")
+    assert main(["quantize", "--model", f"{tmp_path / 'm.py'}:make", "--calib", str(tmp_path / "calib.pt"),
+                 "--eval", str(tmp_path / "e.pt"), "--solver", "greedy", "--no-progress",
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "e.pt" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before the first layer
+
+
+def test_shipped_instance_solves_from_an_empty_folder(tmp_path):
+    """The installed command finds the public instances inside the package, whatever the cwd,
+    and writes nothing there."""
+    import shutil
+    import subprocess
+    exe = shutil.which("qubo-round")
+    assert exe, "the qubo-round command is not installed"
+    r = subprocess.run([exe, "solve", "bqp50-1", "--solver", "tabu"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "energy -2098" in r.stdout  # bqp50-1's best-known value, 2098 (maximisation)
+    assert not list(tmp_path.iterdir())
