@@ -51,7 +51,7 @@ def test_sdp_cvxpy_backend_named_before_solving(monkeypatch):
 
 
 def test_dask_executor_names_the_extra(monkeypatch):
-    from qubo_round.bench.executors import DaskExecutor
+    from qubo_round.executors import DaskExecutor
     _hide(monkeypatch, "distributed")
     with pytest.raises(MissingExtraError, match=r"qubo-round\[dask\]"):
         DaskExecutor("local", workers=1)

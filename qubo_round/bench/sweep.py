@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .executors import make_executor
+from ..executors import make_executor
 from .reference import ReferenceCache, compute_reference
 from .store import ResultStore
 from .suites import Instance, SuiteOptions, get_suite, suite_instances

@@ -60,6 +60,11 @@ def add_parser(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device", default="cpu", help="cpu or cuda")
     q.add_argument("--run-dir", help="checkpoint directory (resume after an interruption)")
+    q.add_argument("--scheduler", metavar="local|ADDRESS",
+                   help="solve the layers as independent tasks on a Dask cluster: 'local' (a LocalCluster "
+                        "of --workers processes) or a scheduler address (needs --reconstruction layerwise; "
+                        "extra 'dask')")
+    q.add_argument("--workers", type=int, default=None, help="workers of --scheduler local (default: CPU count)")
     q.add_argument("--export", help="write the quantized model (safetensors + manifest) here")
     q.add_argument("--export-onnx", metavar="FILE.onnx",
                    help="also write an ONNX graph with QDQ weights (int8 + per-channel scales), checked "
@@ -125,6 +130,8 @@ def run(args) -> int:
                              f"model only; the zoo model "
                              f"{args.model!r} brings its own weights and data (drop {given[0]})")
     check_device(args.device)
+    if args.workers is not None and (args.workers < 1 or not args.scheduler):
+        raise ValueError(f"--workers {args.workers}: needs --scheduler and a count >= 1")
     if args.calib_samples is not None and args.calib_samples < 1:
         raise ValueError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     if args.export:
@@ -147,7 +154,7 @@ def run(args) -> int:
     metric = bundle.metric if can_eval else None
     t0 = time.perf_counter()
     qmodel, report = quantize_model(bundle.model, calib, config, device=args.device, run_dir=args.run_dir,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, client=args.scheduler, workers=args.workers)
     seconds = time.perf_counter() - t0
     qmodel = qmodel.cpu()
     out = {"model": args.model, "bits": args.bits, "solver": args.solver, "granularity": args.granularity,

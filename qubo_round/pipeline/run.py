@@ -21,6 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..builders import asymmetric_problem
+from ..executors import DaskExecutor
+from ..extras import require
 from ..layers import LayerAdapter
 from ..problem import stack_rows
 from ..solvers import get_solver, solver_class
@@ -31,6 +33,7 @@ from .checkpoint import RunDirectory
 from .config import QuantConfig
 from .data_form import solve_data_form
 from .graph import execution_order, fold_batchnorm, followed_by_relu, unsupported_layers
+from .parallel import LayerTask, check_parallel_config
 from .qstate import LayerQState
 from .report import LayerReport, QuantReport
 from .state import LayerStep, RunState
@@ -131,7 +134,8 @@ def check_device(device: str) -> None:
 
 
 def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = None, *,
-                   device: str = "cpu", run_dir=None, progress: bool = True) -> tuple[nn.Module, QuantReport]:
+                   device: str = "cpu", run_dir=None, progress: bool = True, client=None,
+                   workers: int | None = None) -> tuple[nn.Module, QuantReport]:
     """Quantize every supported layer of ``model``; return ``(quantized copy, report)``.
 
     Args:
@@ -142,9 +146,17 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         device: ``cpu`` or ``cuda``.
         run_dir: checkpoint directory; a rerun with the same configuration resumes.
         progress: show progress bars.
+        client: solve the layers as independent tasks (:mod:`qubo_round.pipeline.parallel`;
+            layer-wise reconstruction): a ``distributed.Client``, a scheduler address or
+            ``"local"`` (a LocalCluster of ``workers`` single-threaded processes). None: serial.
     """
     config = config or QuantConfig()
     check_device(device)
+    if client is not None:
+        check_parallel_config(config)
+        if device != "cpu":
+            raise ValueError("layer-parallel runs solve on the workers' CPUs; use device='cpu' with client=")
+        require("distributed", "dask", "a layer-parallel run")  # before the run directory is written
     t0 = time.perf_counter()
     batches = [_to_device(b, device) for b in iterate_batches(calibration)]
     if not batches:
@@ -169,6 +181,17 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     # so its layer inputs are captured once (as far as the RAM budget allows) instead of a float
     # pass per layer; the quantized network's pass ends at the layer, and its finished submodules
     # (embeddings, finished blocks) replay their outputs instead of recomputing them.
+    if client is not None:
+        run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
+                       hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=None, replay=None, report=report)
+        executor = DaskExecutor(client, workers)
+        try:
+            log.info("layer-parallel run on %s", executor.description)
+            _run_parallel(run, order, executor)
+        finally:
+            executor.close()
+        report.seconds = time.perf_counter() - t0
+        return qmodel, report
     todo = [n for n in order if not config.for_layer(n).skip]
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
@@ -229,6 +252,69 @@ def _run_layers(run: RunState, order: list[str]) -> None:
             run.run_dir.save(index, name, qs, row)
 
 
+def solve_layer(task: LayerTask):
+    """A worker's job in a layer-parallel run (:mod:`qubo_round.pipeline.parallel`): the layer's
+    QUBOs built from the task's weights and ``H``, solved, polished and written back by the
+    serial steps. Returns ``(LayerQState, LayerReport)``."""
+    t0 = time.perf_counter()
+    with limit_threads(1, torch=False):  # as in _layer_problems
+        problems = [asymmetric_problem(W, H, H, H, task.grid, layer=task.name, group=g)
+                    for g, (W, H) in enumerate(zip(task.weights, task.H))]
+    step = LayerStep(index=task.index, name=task.name, lcfg=task.lcfg, t0=t0, grid=task.grid, form="covariance",
+                     seed=task.seed, problems=problems, weight_shape=task.weight_shape, groups=task.groups,
+                     rows=task.rows, cols=task.cols)
+    step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
+        problems, task.lcfg, task.seed, "cpu", False)
+    step.solver_Vs = step.Vs
+    step.near = [p.space.nearest() for p in problems]
+    _polish(step)
+    return _write_back(step)
+
+
+def _run_parallel(run: RunState, order: list[str], executor) -> None:
+    """Every layer as an independent task on ``executor``: checkpoints first, then one float pass
+    for the statistics of the missing layers, their tasks, results applied in execution order."""
+    qmods = dict(run.qmodel.named_modules())
+    fmods = dict(run.fmodel.named_modules())
+    done, tasks = {}, []
+    for index, name in enumerate(order):
+        lcfg = run.config.for_layer(name)
+        if lcfg.skip:
+            run.report.skipped[name] = "skipped by override"
+            continue
+        grid = run.config.grid(lcfg.bits)
+        got = (run.run_dir.load(index, name, grid.limits, tuple(qmods[name].weight.shape))
+               if run.run_dir is not None else None)
+        if got is not None:
+            done[name] = got
+            log.info("layer %s: resumed from the run directory", name)
+        else:
+            tasks.append((index, name, lcfg, grid))
+    if tasks:
+        stats = capture_stats(run.fmodel, [name for _, name, _, _ in tasks], run.batches)
+        items = []
+        for index, name, lcfg, grid in tasks:
+            ad = LayerAdapter(fmods[name], name)
+            items.append(LayerTask(index=index, name=name, lcfg=lcfg, grid=grid, seed=run.config.seed + index,
+                                   weights=list(ad.weights()), H=[acc.H for acc in stats[name].groups],
+                                   weight_shape=tuple(ad.module.weight.shape), groups=ad.groups, rows=ad.rows,
+                                   cols=ad.cols))
+        del stats
+        bar = tqdm(total=len(items), desc="layers", disable=not run.progress, unit="layer")
+        for task, (qs, row) in executor.map_unordered(solve_layer, items):
+            done[task.name] = (qs, row)
+            if run.run_dir is not None:
+                run.run_dir.save(task.index, task.name, qs, row)
+            bar.update(1)
+        bar.close()
+    for name in order:
+        if name in done:
+            qs, row = done[name]
+            qs.apply(qmods[name])
+            run.report.layers.append(row)
+            run.report.qstate[name] = qs
+
+
 def _quantize_layer(run: RunState, step: LayerStep):
     """One layer's steps: capture its statistics and build its QUBOs, solve, polish, choose on
     the held-out batches, write back. Returns (its quantized state, its report row)."""
@@ -245,6 +331,7 @@ def _capture(run: RunState, step: LayerStep) -> None:
     config, lcfg, name = run.config, step.lcfg, step.name
     step.grid = config.grid(lcfg.bits)
     step.ad = ad = LayerAdapter(dict(run.fmodel.named_modules())[name], name)
+    step.weight_shape, step.groups, step.rows, step.cols = tuple(ad.module.weight.shape), ad.groups, ad.rows, ad.cols
     st = capture_stats(run.fmodel, [name], run.batches, model_hat=run.qmodel, float_inputs=run.float_inputs,
                        replay=run.replay)[name]
     step.capture_seconds = time.perf_counter() - step.t0
@@ -293,10 +380,9 @@ def _write_back(step: LayerStep):
     loss, nearest_loss = _loss(problems, Vs), _loss(problems, near)
     free = sum(int((~p.space.fixed_mask).sum()) for p in problems)
     changed = sum(int((v != n).sum()) for v, n in zip(Vs, near))
-    ad = step.ad
-    qs = LayerQState.from_spaces([p.space for p in problems], Vs, ad.module.weight.shape)
+    qs = LayerQState.from_spaces([p.space for p in problems], Vs, step.weight_shape)
     its = [i["iterations_done"] for i in step.infos if i.get("iterations_done") is not None]
-    row = LayerReport(name=step.name, index=step.index, groups=ad.groups, rows=ad.rows * ad.groups, cols=ad.cols,
+    row = LayerReport(name=step.name, index=step.index, groups=step.groups, rows=step.rows * step.groups, cols=step.cols,
                       bits=step.grid.bits, solver=step.lcfg.solver, form=step.form, activation=step.activation,
                       nearest_loss=nearest_loss, loss=loss, changed_fraction=changed / max(free, 1),
                       seconds=time.perf_counter() - step.t0,

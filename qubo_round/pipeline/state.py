@@ -70,6 +70,7 @@ class LayerStep:
         Vs (one rounding per group), statuses, infos, solve_seconds: solve.
         solver_Vs, solver_loss, flips, polish_seconds: polish (``solver_Vs``: before it).
         near: round-to-nearest roundings; ``holdout``: the held-out report fields.
+        weight_shape, groups, rows (per group), cols: the layer's dimensions (capture).
     """
 
     index: int
@@ -93,3 +94,7 @@ class LayerStep:
     polish_seconds: float = 0.0
     near: list[np.ndarray] = field(default_factory=list)
     holdout: dict[str, Any] = field(default_factory=dict)
+    weight_shape: tuple[int, ...] = ()
+    groups: int = 1
+    rows: int = 0
+    cols: int = 0
