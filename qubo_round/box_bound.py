@@ -41,8 +41,8 @@ Billionnet-Elloumi); with the shared ``d`` it is weaker, at a small fraction of 
 2 cores): digits W2 layers 0.90-0.96 of the per-row SDP total (fc1: 3.2 s against 43 s);
 MiniLM FFN out (384 rows, 1521 free) 0.83 on the rows compared, all rows in 54 s (12 s of it the
 SDP) against about 25 s per row; FFN in (1536 rows, 378 free) 0.65, all rows in 5.5 s. Most of
-the FFN-out time is the box QP's tail: after 1250 of its 3000 iterations the total is at 96%
-of the final one.
+the FFN-out time is the box QP's slow tail (``BoxBound.info["history"]`` holds the certified
+total at each check).
 (ADMM with the shared eigendecomposition was tried as a warm start: it saved too little for the
 tuned penalty it needs, and is not used.)
 """

@@ -19,8 +19,8 @@ system ``Z^-1 o X`` (Hadamard product, positive definite). Step lengths keep ``X
 strictly inside the cone (fraction ``tau`` of the way to the boundary, from the smallest
 eigenvalue of ``L^-1 dA L^-T``: Lanczos from ``n = 400`` on, a dense eigendecomposition below;
 each accepted step is checked by the Cholesky factorisation the next iteration needs, and
-shortened where it fails). On MiniLM's FFN output matrix (n = 1536) an iteration takes about
-0.7 s on 2 cores instead of 1.8 s with dense eigendecompositions.
+shortened where it fails). On large rows this removes the four dense eigendecompositions that
+dominated an iteration (``benchmarks/sdp_bounds.py`` times the bounds).
 
 Why not only Burer-Monteiro: the layer rows are badly conditioned (nearly collinear inputs), so
 first-order methods on the factor crawl: on digits fc1 W2 row 0 (443 free variables) L-BFGS

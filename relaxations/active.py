@@ -104,7 +104,8 @@ class ActiveSet:
 
     def step_h(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """``(sig, h_active, inside)`` of the active entries; writes them into :attr:`h` (the
-        compiled kernel returns ``(None, h_active, None)``: its step recomputes the rest)."""
+        compiled kernel returns ``inside`` None: its step derives it from ``sig``, and takes
+        ``sig`` and ``h`` from the previous step's kernel)."""
         if self._fused is not None:
             if self._next is None or self._next[0] is not self.theta:  # first step, or compacted since
                 self._next = (self.theta, *self._fused[0](self.theta, self._k["zg"], self._k["gamma"]))

@@ -6,10 +6,12 @@ torch every one of them is a pass over memory; on MiniLM's 1536 x 384 layers the
 as the product. ``torch.compile`` (inductor: generated, vectorised C++ on the CPU, Triton on a
 GPU) fuses them into two loops:
 
-* :func:`rectified_h` ``theta -> h``: eq. 23, ``h = clip(sigmoid(theta) (zeta - gamma) + gamma, 0, 1)``;
-* :func:`adam_update` ``(theta, m, v, g_h, ...) -> (theta', m', v')``: the regulariser's gradient
-  ``-2 beta lam |2h - 1|^(beta - 2) (2h - 1)`` added to the loss gradient ``g_h``, the chain rule
-  of eq. 23 (zero where clipped) and one Adam step (the arithmetic of :class:`~.adam.Adam`).
+* :func:`rectified_h` ``theta -> (sigmoid(theta), h)``: eq. 23,
+  ``h = clip(sigmoid(theta) (zeta - gamma) + gamma, 0, 1)`` (the first step and after a compaction);
+* :func:`adam_update` ``(theta, m, v, g_h, sigmoid(theta), ...) -> (theta', m', v', sigmoid(theta'), h')``:
+  the regulariser's gradient ``-2 beta lam |2h - 1|^(beta - 2) (2h - 1)`` added to the loss
+  gradient ``g_h``, the chain rule of eq. 23 (zero where clipped), one Adam step (the arithmetic
+  of :class:`~.adam.Adam`) and the next step's ``h``.
 
 The same formulas as the eager path, but fused code may round differently in the last bit
 (vectorised transcendental functions, fused multiply-adds), so roundings can differ from the
@@ -28,6 +30,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from qubo_round.errors import first_line
 
 __all__ = ["rectified_h", "adam_update", "kernels", "check_compiled"]
 
@@ -79,6 +83,5 @@ def check_compiled(device: torch.device, dtype: torch.dtype) -> None:
         h_fn(t, s, s)
         step_fn(t, t, t, t, t, s, s, s + 2.0, s, s, s, s, s)
     except Exception as e:  # inductor raises many types (compiler missing, backend errors)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RuntimeError(f"kernel='compiled' cannot compile on this machine ({type(e).__name__}: "
-                           f"{first[:200]}); use kernel='eager'") from e
+                           f"{first_line(e)}); use kernel='eager'") from e

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from qubo_round.pipeline import QuantConfig, quantize_model
+from qubo_round.pipeline import LayerOverride, QuantConfig, quantize_model
 from qubo_round.zoo import load_model
 
 
@@ -41,6 +41,7 @@ def test_weight_zero_is_layerwise_and_one_is_asymmetric(digits):
     (dict(asymmetric_weight=0.5, reconstruction="layerwise"), "reconstruction='asymmetric' only"),
     (dict(asymmetric_weight=0.5, form="data"), "data form"),
     (dict(asymmetric_weight=0.5, activation="relu"), "activation-aware"),
+    (dict(asymmetric_weight=0.5, overrides={"fc1": LayerOverride(form="data")}), "data form"),
 ])
 def test_bad_weights_refused(kw, match):
     with pytest.raises(ValueError, match=match):

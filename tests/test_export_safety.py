@@ -97,23 +97,28 @@ def test_cli_export_target_checked_before_the_work(tmp_path, capsys):
     assert "exists and is not empty" in err and len(err.splitlines()) == 1
 
 
-def test_tampered_checkpoint_refused_on_resume(tmp_path):
+@pytest.fixture
+def finished_run(tmp_path):
     b = load_model("digits")
     x = b.calibration(128, 0)
     cfg = QuantConfig(bits=3, solver="greedy")
     quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)
     tens = sorted(tmp_path.rglob("*fc1.safetensors"))[0]
+    return (lambda: quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)), tens, tens.with_suffix(".json")
+
+
+def test_tampered_checkpoint_refused_on_resume(finished_run):
+    resume, tens, meta = finished_run
     t = load_file(str(tens))
     t["layer.q"] = torch.full_like(t["layer.q"], 1000)
     save_file(t, str(tens))
     with pytest.raises(ValueError, match="checkpoint of layer fc1.*outside its limits.*delete both files"):
-        quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)
-    meta = tens.with_suffix(".json")
+        resume()
     m = json.loads(meta.read_text())
     m["loss"] = float("nan")
     meta.write_text(json.dumps(m))
     with pytest.raises(ValueError, match="checkpoint of layer fc1.*loss"):
-        quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)
+        resume()
 
 
 def test_run_directory_refuses_other_data_or_a_sign_flipped_model(tmp_path):
@@ -132,16 +137,6 @@ def test_run_directory_refuses_other_data_or_a_sign_flipped_model(tmp_path):
         flipped.fc2.weight.neg_()  # same sum of absolute weights
     with pytest.raises(ValueError, match="weights_sha256"):
         quantize_model(flipped, b.calibration(128, 0), cfg, run_dir=tmp_path, progress=False)
-
-
-@pytest.fixture
-def finished_run(tmp_path):
-    b = load_model("digits")
-    x = b.calibration(128, 0)
-    cfg = QuantConfig(bits=3, solver="greedy")
-    quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)
-    tens = sorted(tmp_path.rglob("*fc1.safetensors"))[0]
-    return (lambda: quantize_model(b.model, x, cfg, run_dir=tmp_path, progress=False)), tens, tens.with_suffix(".json")
 
 
 @pytest.mark.parametrize("edit, match", [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from ..errors import first_line
 from .config import QuantConfig, config_differences
 from .qstate import LayerQState
 from .report import LayerReport
@@ -64,8 +65,7 @@ class RunDirectory:
                 raise ValueError(f"its weights have shape {tuple(qs.q.shape)}, the layer's {tuple(shape)}")
             return qs, report
         except Exception as e:  # corrupt JSON or safetensors, unknown fields, invalid values
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"checkpoint of layer {name} ({stem}.json/.safetensors) is invalid: {first[:200]}; "
+            raise ValueError(f"checkpoint of layer {name} ({stem}.json/.safetensors) is invalid: {first_line(e)}; "
                              "delete both files to redo the layer") from None
 
     def save(self, index: int, name: str, qs: LayerQState, report: LayerReport) -> None:
@@ -82,9 +82,10 @@ def _check_report(r: LayerReport, index: int, name: str) -> None:
     """The numbers a resumed layer reports: its own name and index, finite losses >= 0."""
     if r.name != name or r.index != index:
         raise ValueError(f"it is the report of layer {r.name!r} (index {r.index}), not {name!r} ({index})")
-    for field in ("nearest_loss", "loss", "seconds", "solver_loss", "holdout_nearest_loss", "holdout_loss"):
+    optional = ("solver_loss", "holdout_nearest_loss", "holdout_loss")  # None: not measured
+    for field in ("nearest_loss", "loss", "seconds") + optional:
         v = getattr(r, field)
-        if v is None and field not in ("nearest_loss", "loss", "seconds"):
+        if v is None and field in optional:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"its {field} {v!r} is not a finite number >= 0")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -80,8 +82,8 @@ def _torch_load(path: str, flag: str):
     try:  # (the file's existence is checked before: _load_user_model)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding objects other than tensors
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{flag} {path} is not a readable tensor file saved with torch.save ({first[:160]})") from None
+        raise ValueError(f"{flag} {path} is not a readable tensor file saved with torch.save "
+                         f"({first_line(e, 160)})") from None
 
 
 def _load_user_model(args):
@@ -175,10 +177,12 @@ def run(args) -> int:
         out["export"] = args.export
     if args.export_onnx:
         from .onnx_export import export_onnx, onnx_max_abs_diff
-        batches = [calib[:64], calib[64:128]] if isinstance(calib, torch.Tensor) else list(calib[:2])
+        # two calibration batches: 64-sample slices of a tensor, or the first two dict batches
+        batches = ([calib[i:i + 64] for i in range(0, min(len(calib), 128), 64)]
+                   if isinstance(calib, torch.Tensor) else list(calib[:2]))
         export_onnx(qmodel, report.qstate, args.export_onnx, batches[0], force=args.force)
         out["onnx"] = args.export_onnx
-        out["onnx_max_abs_diff"] = onnx_max_abs_diff(args.export_onnx, qmodel, [b for b in batches if len(b)])
+        out["onnx_max_abs_diff"] = onnx_max_abs_diff(args.export_onnx, qmodel, batches)
     out["layers"] = report.rows()
     out["skipped"] = report.skipped
     if args.json:

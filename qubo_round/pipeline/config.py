@@ -114,7 +114,8 @@ class QuantConfig:
         if a != 1 and self.reconstruction != "asymmetric":
             raise ValueError(f"asymmetric_weight={a} applies to reconstruction='asymmetric' only "
                              f"(got {self.reconstruction!r}); drop it or use asymmetric reconstruction")
-        if a != 1 and (self.form == "data" or self.activation != "none"):
+        if a != 1 and (self.form == "data" or self.activation != "none"
+                       or any(o.form == "data" for o in self.overrides.values())):
             raise ValueError(f"asymmetric_weight={a} blends covariance-form QUBOs; the data form and the "
                              "activation-aware loss cannot use it (form='covariance' or 'auto', activation='none')")
         if self.batch_size < 1:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import first_line
 from .qstate import LayerQState
 from .report import QuantReport
 
@@ -128,8 +129,7 @@ def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
     try:
         tensors = load_file(str(tpath))
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{tpath} is not a readable safetensors file ({first[:200]}); re-export the model") from None
+        raise ValueError(f"{tpath} is not a readable safetensors file ({first_line(e)}); re-export the model") from None
     state = {k[len("float."):]: v for k, v in tensors.items() if k.startswith("float.")}
     layers = manifest.get("layers")
     if not isinstance(layers, dict):

@@ -64,12 +64,12 @@ def check_onnx_target(path, force: bool = False) -> Path:
 
 
 def _int8_type(qs: LayerQState, name: str):
-    """(numpy dtype, ONNX element type) holding the layer's integers, zero points included."""
-    from onnx import TensorProto
+    """The 8-bit numpy dtype holding the layer's integers, zero points included (int8 or uint8:
+    ONNX takes the element type from the arrays)."""
     if qs.qmin >= -128 and qs.qmax <= 127:
-        return np.int8, TensorProto.INT8
+        return np.int8
     if qs.qmin >= 0 and qs.qmax <= 255:
-        return np.uint8, TensorProto.UINT8
+        return np.uint8
     raise ValueError(f"layer {name}: grid [{qs.qmin}, {qs.qmax}] does not fit 8 bits; ONNX QDQ export "
                      "needs bits <= 8")
 
@@ -107,7 +107,7 @@ def _export_graph(model: nn.Module, example, opset: int):
     with torch.no_grad():
         torch.onnx.export(model, args, buf, kwargs=kwargs or None, input_names=names, output_names=["output"],
                           dynamic_axes=dynamic, opset_version=opset, do_constant_folding=False, dynamo=False)
-    return onnx.load_from_string(buf.getvalue()), names
+    return onnx.load_from_string(buf.getvalue())
 
 
 def _add_qdq(graph, qstate: dict[str, LayerQState]) -> None:
@@ -124,7 +124,7 @@ def _add_qdq(graph, qstate: dict[str, LayerQState]) -> None:
         old = numpy_helper.to_array(inits[key])
         if tuple(old.shape) != tuple(qs.q.shape):
             raise ValueError(f"layer {name}: graph weight {old.shape} != quantized state {tuple(qs.q.shape)}")
-        dtype, _ = _int8_type(qs, name)
+        dtype = _int8_type(qs, name)
         q = qs.q.numpy().astype(dtype)
         scale = qs.scale.numpy().astype(np.float32)
         zp = qs.zero_point.numpy().astype(dtype)
@@ -155,7 +155,7 @@ def export_onnx(model: nn.Module, qstate: dict[str, LayerQState], path, example,
     require_onnx()
     import onnx
     out = check_onnx_target(path, force)
-    proto, _ = _export_graph(model.eval(), example, opset)
+    proto = _export_graph(model.eval(), example, opset)
     _add_qdq(proto.graph, qstate)
     proto.producer_name = "qubo-round"
     onnx.checker.check_model(proto)
@@ -179,8 +179,8 @@ def onnx_max_abs_diff(path, model: nn.Module, inputs, *, optimized: bool = False
     ``optimized=False`` runs the graph as written (onnxruntime's basic optimisations only): it
     checks the export. ``optimized=True`` lets onnxruntime fuse each weight's DequantizeLinear
     with its MatMul into its low-bit kernel (``MatMulNBits``), which computes in its own
-    precision: on MiniLM with three 4-bit layers about 1e-3 on unit-norm embeddings where the
-    graph as written is within 2e-7 (``tests/test_onnx_export.py``).
+    precision: on MiniLM with three 4-bit layers ``tests/test_onnx_export.py`` bounds it by 1e-2
+    on unit-norm embeddings, the graph as written by 1e-4.
     """
     ort = require("onnxruntime", "onnx", "checking an ONNX export")
     so = ort.SessionOptions()

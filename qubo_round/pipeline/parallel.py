@@ -35,8 +35,7 @@ class LayerTask:
         index, name: the layer's position in execution order and its module name.
         lcfg: its settings (solver, parameters, bits, polish); ``grid``: its grid; ``seed``.
         weights: per group, the (rows, cols) float64 weight matrix; ``H``: per group (cols, cols).
-        weight_shape: the module's weight shape (for the integer tensor); ``groups``, ``rows``
-            (per group), ``cols``: its dimensions.
+        weight_shape: the module's weight shape (for the integer tensor).
     """
 
     index: int
@@ -47,9 +46,6 @@ class LayerTask:
     weights: list[np.ndarray]
     H: list[np.ndarray]
     weight_shape: tuple[int, ...]
-    groups: int
-    rows: int
-    cols: int
 
 
 def check_parallel_config(config: QuantConfig) -> None:

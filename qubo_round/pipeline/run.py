@@ -236,18 +236,14 @@ def _run_layers(run: RunState, order: list[str]) -> None:
         if lcfg.skip:
             run.report.skipped[name] = "skipped by override"
             continue
-        done = (run.run_dir.load(index, name, run.config.grid(lcfg.bits).limits, tuple(qmods[name].weight.shape))
-                if run.run_dir is not None else None)
+        done = _resumed(run, index, name, lcfg, qmods)
         if done is None:
             qs, row = _quantize_layer(run, LayerStep(index=index, name=name, lcfg=lcfg, t0=time.perf_counter()))
         else:
             qs, row = done
             run.float_inputs.discard(name)
-            log.info("layer %s: resumed from the run directory", name)
-        qs.apply(qmods[name])
+        _finish(run, name, qs, row, qmods)
         run.replay.finish(name)
-        run.report.layers.append(row)
-        run.report.qstate[name] = qs
         if done is None and run.run_dir is not None:
             run.run_dir.save(index, name, qs, row)
 
@@ -257,16 +253,12 @@ def solve_layer(task: LayerTask):
     QUBOs built from the task's weights and ``H``, solved, polished and written back by the
     serial steps. Returns ``(LayerQState, LayerReport)``."""
     t0 = time.perf_counter()
-    with limit_threads(1, torch=False):  # as in _layer_problems
-        problems = [asymmetric_problem(W, H, H, H, task.grid, layer=task.name, group=g)
-                    for g, (W, H) in enumerate(zip(task.weights, task.H))]
+    problems = _group_problems(task.name, task.weights, [(H, H, H) for H in task.H], task.grid)
+    rows, cols = task.weights[0].shape
     step = LayerStep(index=task.index, name=task.name, lcfg=task.lcfg, t0=t0, grid=task.grid, form="covariance",
-                     seed=task.seed, problems=problems, weight_shape=task.weight_shape, groups=task.groups,
-                     rows=task.rows, cols=task.cols)
-    step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
-        problems, task.lcfg, task.seed, "cpu", False)
-    step.solver_Vs = step.Vs
-    step.near = [p.space.nearest() for p in problems]
+                     seed=task.seed, problems=problems, weight_shape=task.weight_shape, groups=len(task.weights),
+                     rows=rows, cols=cols)
+    _solve_groups(step, "cpu", False)
     _polish(step)
     return _write_back(step)
 
@@ -282,14 +274,11 @@ def _run_parallel(run: RunState, order: list[str], executor) -> None:
         if lcfg.skip:
             run.report.skipped[name] = "skipped by override"
             continue
-        grid = run.config.grid(lcfg.bits)
-        got = (run.run_dir.load(index, name, grid.limits, tuple(qmods[name].weight.shape))
-               if run.run_dir is not None else None)
+        got = _resumed(run, index, name, lcfg, qmods)
         if got is not None:
             done[name] = got
-            log.info("layer %s: resumed from the run directory", name)
         else:
-            tasks.append((index, name, lcfg, grid))
+            tasks.append((index, name, lcfg, run.config.grid(lcfg.bits)))
     if tasks:
         stats = capture_stats(run.fmodel, [name for _, name, _, _ in tasks], run.batches)
         items = []
@@ -297,8 +286,7 @@ def _run_parallel(run: RunState, order: list[str], executor) -> None:
             ad = LayerAdapter(fmods[name], name)
             items.append(LayerTask(index=index, name=name, lcfg=lcfg, grid=grid, seed=run.config.seed + index,
                                    weights=list(ad.weights()), H=[acc.H for acc in stats[name].groups],
-                                   weight_shape=tuple(ad.module.weight.shape), groups=ad.groups, rows=ad.rows,
-                                   cols=ad.cols))
+                                   weight_shape=tuple(ad.module.weight.shape)))
         del stats
         bar = tqdm(total=len(items), desc="layers", disable=not run.progress, unit="layer")
         for task, (qs, row) in executor.map_unordered(solve_layer, items):
@@ -309,10 +297,24 @@ def _run_parallel(run: RunState, order: list[str], executor) -> None:
         bar.close()
     for name in order:
         if name in done:
-            qs, row = done[name]
-            qs.apply(qmods[name])
-            run.report.layers.append(row)
-            run.report.qstate[name] = qs
+            _finish(run, name, *done[name], qmods)
+
+
+def _resumed(run: RunState, index: int, name: str, lcfg, qmods: dict):
+    """The layer's checkpoint (validated against its grid and weight shape), or None."""
+    if run.run_dir is None:
+        return None
+    done = run.run_dir.load(index, name, run.config.grid(lcfg.bits).limits, tuple(qmods[name].weight.shape))
+    if done is not None:
+        log.info("layer %s: resumed from the run directory", name)
+    return done
+
+
+def _finish(run: RunState, name: str, qs, row, qmods: dict) -> None:
+    """A finished layer: its weights written into the quantized model, its row into the report."""
+    qs.apply(qmods[name])
+    run.report.layers.append(row)
+    run.report.qstate[name] = qs
 
 
 def _quantize_layer(run: RunState, step: LayerStep):
@@ -354,19 +356,25 @@ def _capture(run: RunState, step: LayerStep) -> None:
 def _solve(run: RunState, step: LayerStep) -> None:
     """The layer's solver on its QUBOs (covariance form) or on its mini-batches (data form)."""
     if step.form == "covariance":
-        step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
-            step.problems, step.lcfg, step.seed, run.device, run.progress)
+        _solve_groups(step, run.device, run.progress)
     else:
         step.Vs, step.statuses, info = solve_data_form(run, step)
         step.infos, step.solve_seconds = [info], info["seconds"]
         step.capture_seconds += info["capture_seconds"]
-    step.solver_Vs = step.Vs
-    step.near = [p.space.nearest() for p in step.problems]
+
+
+def _solve_groups(step: LayerStep, device: str, progress: bool) -> None:
+    """The covariance form: the layer's solver on its groups' QUBOs."""
+    step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
+        step.problems, step.lcfg, step.seed, device, progress)
 
 
 def _polish(step: LayerStep) -> None:
     """Single-flip descent on the exact QUBO (``polish``; not for the baseline solver, nor when
-    the loss went through a ReLU, which the QUBO does not see)."""
+    the loss went through a ReLU, which the QUBO does not see). Keeps the solver's own rounding
+    (``solver_Vs``) and round-to-nearest (``near``) for the held-out choice and the report."""
+    step.solver_Vs = step.Vs
+    step.near = [p.space.nearest() for p in step.problems]
     if step.lcfg.polish and not solver_class(step.lcfg.solver).baseline and step.activation == "none":
         step.solver_loss = _loss(step.problems, step.Vs)
         t = time.perf_counter()
@@ -411,11 +419,17 @@ def _layer_problems(name, ad, st, a: float, *, grid=None, spaces=None) -> list:
     One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK syevd),
     whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
     cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
-    spaces = spaces or [None] * len(st.groups)
+    return _group_problems(name, ad.weights(), [(acc.H, _blend(acc.H, acc.H_hat, a), _blend(acc.H, acc.C, a))
+                                                for acc in st.groups], grid, spaces)
+
+
+def _group_problems(name, weights, stats, grid=None, spaces=None) -> list:
+    """One asymmetric reconstruction QUBO per group from its weights and ``(H, H_hat, C)``
+    (one BLAS thread: see :func:`_layer_problems`)."""
+    spaces = spaces or [None] * len(stats)
     with limit_threads(1, torch=False):
-        return [asymmetric_problem(W, acc.H, _blend(acc.H, acc.H_hat, a), _blend(acc.H, acc.C, a),
-                                   grid, space=sp, layer=name, group=g)
-                for g, (W, acc, sp) in enumerate(zip(ad.weights(), st.groups, spaces))]
+        return [asymmetric_problem(W, H, H_hat, C, grid, space=sp, layer=name, group=g)
+                for g, (W, (H, H_hat, C), sp) in enumerate(zip(weights, stats, spaces))]
 
 
 def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
