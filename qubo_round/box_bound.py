@@ -87,9 +87,9 @@ class BoxBound:
 
 
 def _check_layer(problem) -> None:
-    if not isinstance(problem, LayerQUBO) or not problem.shared:
+    if not isinstance(problem, LayerQUBO) or not problem.shared or problem.column_scaled:
         raise ValueError("the box bound needs a LayerQUBO whose rows share one matrix A "
-                         f"(got {type(problem).__name__}{'' if not isinstance(problem, LayerQUBO) else ' with per-row A'}); "
+                         f"(got {type(problem).__name__}{'' if not isinstance(problem, LayerQUBO) else ' with per-row A or column scales'}); "
                          "use lower_bound(problem, 'sdp') or 'eig' for this problem")
 
 

@@ -10,6 +10,10 @@ With ``w`` a float row, ``b = s (L - z)`` its floor candidate, ``d = b - w`` and
 * full Hessian (eq. 16): one QUBO over ``vec(V)`` (row-major), ``dw = vec(d) + S vec(v)``,
   ``Q = S H S + diag(2 S H vec(d))``, ``c = vec(d)^T H vec(d)``.
 
+On a group-wise grid ``s`` is the vector ``t`` of each weight's group scale: ``s^2 H`` becomes
+``T H T`` (``T = diag(t)``) and ``2 s H d`` becomes ``2 t * (H d)``; the row problems then carry
+column scales (:attr:`~qubo_round.problem.LayerQUBO.column_scaled`).
+
 The energy of every form is the reconstruction loss (or the second-order loss change times 2)
 of the dequantized weights, exactly; the property tests check this against direct computation.
 """
@@ -28,6 +32,8 @@ def _meta(space: RoundingSpace, grid: Grid | None, kind: str, check, **extra) ->
     if grid is not None:
         meta.update(bits=grid.bits, granularity=grid.granularity, scheme=grid.scheme,
                     narrow=grid.narrow, scale_method=grid.scale_method)
+        if grid.group_size is not None:
+            meta.update(group_size=int(grid.group_size))
     if check is not None:
         meta.update(condition=check.condition, damping=check.damping, h_status=check.status,
                     lambda_min=check.lambda_min, lambda_max=check.lambda_max)
@@ -50,9 +56,9 @@ def covariance_problem(W: np.ndarray, H: np.ndarray, grid: Grid | None = None, *
     space = _space(W, grid, space, H)
     if H.shape[0] != space.shape[1]:
         raise ValueError(f"H is {H.shape} but W has {space.shape[1]} columns")
-    s, d = space.s, space.b - space.W
+    d = space.b - space.W
     Hd = d @ H  # (rows, cols)
-    return LayerQUBO(A=H, scale=s, linear=2 * s[:, None] * Hd, offset=(Hd * d).sum(1),
+    return LayerQUBO(A=H, scale=space.column_scale, linear=2 * space.S * Hd, offset=(Hd * d).sum(1),
                      fixed_mask=space.fixed_mask, fixed_value=space.fixed_value, space=space,
                      meta=_meta(space, grid, "covariance", check, **meta))
 
@@ -69,10 +75,10 @@ def asymmetric_problem(W: np.ndarray, H: np.ndarray, H_hat: np.ndarray, C: np.nd
     if not (np.isfinite(C).all() and np.isfinite(H).all()):
         raise ValueError("H or C contains NaN or inf; check the calibration data")
     space = _space(W, grid, space, H)
-    s, w, b = space.s, space.W, space.b
+    w, b = space.W, space.b
     g = b @ H_hat - w @ C.T  # rows of (H_hat b - C w)
     offset = (b @ H_hat * b).sum(1) - 2 * (b @ C * w).sum(1) + (w @ H * w).sum(1)
-    return LayerQUBO(A=H_hat, scale=s, linear=2 * s[:, None] * g, offset=offset,
+    return LayerQUBO(A=H_hat, scale=space.column_scale, linear=2 * space.S * g, offset=offset,
                      fixed_mask=space.fixed_mask, fixed_value=space.fixed_value, space=space,
                      meta=_meta(space, grid, "asymmetric", check, **meta))
 
@@ -90,10 +96,10 @@ def row_hessian_problem(W: np.ndarray, H_rows: np.ndarray, grid: Grid | None = N
     space = _space(W, grid, space)
     if H_rows.shape[:2] != (space.shape[0], space.shape[1]):
         raise ValueError(f"H_rows is {H_rows.shape} but W is {space.shape}")
-    s, d = space.s, space.b - space.W
+    d = space.b - space.W
     Hd = np.einsum("kij,kj->ki", H_rows, d)
     worst = max((c for _, c in checked), key=lambda c: c.condition)
-    return LayerQUBO(A=H_rows, scale=s, linear=2 * s[:, None] * Hd, offset=(Hd * d).sum(1),
+    return LayerQUBO(A=H_rows, scale=space.column_scale, linear=2 * space.S * Hd, offset=(Hd * d).sum(1),
                      fixed_mask=space.fixed_mask, fixed_value=space.fixed_value, space=space,
                      meta=_meta(space, grid, "row-hessian", worst,
                                 damping_rows=[c.damping for _, c in checked], **meta))
@@ -107,7 +113,7 @@ def full_hessian_problem(W: np.ndarray, H_full: np.ndarray, grid: Grid | None = 
     rows, cols = space.shape
     if H_full.shape[0] != rows * cols:
         raise ValueError(f"H_full is {H_full.shape} but W has {rows}*{cols} = {rows * cols} weights")
-    S = np.repeat(space.s, cols)
+    S = np.broadcast_to(space.S, (rows, cols)).reshape(-1)
     d = (space.b - space.W).reshape(-1)
     Hd = H_full @ d
     Q = S[:, None] * H_full * S[None, :]

@@ -19,6 +19,8 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheme", choices=["symmetric", "asymmetric"], default="symmetric")
     p.add_argument("--narrow", action="store_true", help="symmetric narrow range [-(2^(b-1)-1), 2^(b-1)-1]")
     p.add_argument("--scale-method", choices=["minmax", "mse", "output-mse"], default="mse")
+    p.add_argument("--group-size", type=int, default=None, metavar="G",
+                   help="one scale per row and group of G input columns (default: one per row)")
 
 
 def _json_safe(o):
@@ -43,7 +45,7 @@ def cmd_problem(args) -> int:
     if args.layer is None:
         raise SystemExit(f"--layer is required; layers of {args.model}: {', '.join(supported_layers(bundle.model))}")
     grid = Grid(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
-                scale_method=args.scale_method)
+                scale_method=args.scale_method, group_size=args.group_size)
     data = bundle.calibration(args.samples, args.seed)
     problems = layer_problems(bundle.model, args.layer, data, grid, form=args.form)
     summary = problem_summary(problems)

@@ -1,7 +1,8 @@
 """Quantization grids: integer limits, scale choice, and the floor/ceil rounding space.
 
 A grid maps a weight matrix ``W[rows, cols]`` to integers ``q`` in ``[n, p]`` with a scale ``s``
-(per tensor or per output row) and a zero point ``z``::
+(per tensor, per output row, or per row and group of ``group_size`` consecutive input columns,
+as GPTQ, AWQ and torchao quantize transformers) and a zero point ``z``::
 
     W_hat = s * (q - z),        q = clip(floor(W / s) + z + V, n, p),   V in {0, 1}      (eq. 10, 22)
 
@@ -19,7 +20,7 @@ shifted floor) has no choice: its variable is *fixed* (at 0, with the level alre
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -48,6 +49,10 @@ class Grid:
             ``||W - W_nearest||_F^2``, the paper's choice) or ``"output-mse"`` (minimise
             ``tr(dW H dW^T)``, the output MSE on calibration data; needs ``H``).
         search_points: candidate scales tried by the MSE searches.
+        group_size: None (one scale per row or tensor), or ``g``: per-channel grids with one scale
+            and zero point per row and group of ``g`` consecutive input columns (the last group
+            of a row may be shorter); the MSE search then runs per group. The columns of a
+            convolution are its flattened ``(in, kh, kw)`` inputs.
     """
 
     bits: int = 4
@@ -56,6 +61,7 @@ class Grid:
     narrow: bool = False
     scale_method: ScaleMethod = "mse"
     search_points: int = 100
+    group_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)):
@@ -73,6 +79,16 @@ class Grid:
                 f"scale_method must be 'minmax', 'mse' or 'output-mse', got {self.scale_method!r}")
         if self.search_points < 2:
             raise ValueError(f"search_points must be >= 2, got {self.search_points}")
+        g = self.group_size
+        if g is not None:
+            if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+                raise ValueError(f"group_size must be a positive integer (e.g. 128) or None, got {g!r}")
+            if self.granularity != "channel":
+                raise ValueError("group_size needs granularity='channel' (groups split each row); "
+                                 "drop group_size or use per-channel scales")
+            if self.scale_method == "output-mse":
+                raise ValueError("scale_method='output-mse' couples the groups of a row through H and is "
+                                 "not searched per group; use scale_method='mse' or 'minmax' with group_size")
 
     @property
     def limits(self) -> tuple[int, int]:
@@ -124,9 +140,25 @@ def nearest_dequant(W: np.ndarray, s: np.ndarray, z: np.ndarray, grid: Grid) -> 
     return s * (q - z)
 
 
+def expand_groups(a: np.ndarray, cols: int, group_size: int) -> np.ndarray:
+    """(rows, G) per-group values -> (rows, cols): column ``j`` takes group ``j // group_size``."""
+    return np.repeat(a, group_size, axis=1)[:, :cols]
+
+
+def _group_blocks(W: np.ndarray, g: int) -> np.ndarray:
+    """(rows * G, g) the groups of ``W`` (rows, cols) as rows, the last one padded with zeros
+    (a zero weight is represented exactly by every candidate scale, so the padding changes no
+    range and no error)."""
+    rows, cols = W.shape
+    G = -(-cols // g)
+    Wp = np.zeros((rows, G * g))
+    Wp[:, :cols] = W
+    return Wp.reshape(rows * G, g)
+
+
 def choose_qparams(W: np.ndarray, grid: Grid, H: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Choose the scale ``s`` and zero point ``z`` of each row.
+    """Choose the scale ``s`` and zero point ``z`` of each row (or each row's column groups).
 
     Args:
         W: (rows, cols) float weights.
@@ -135,9 +167,30 @@ def choose_qparams(W: np.ndarray, grid: Grid, H: np.ndarray | None = None
 
     Returns:
         ``s`` (rows,) float64 > 0 and ``z`` (rows,) float64 integers (the same value in every row
-        for per-tensor grids). All-zero rows get ``ZERO_CHANNEL_SCALE`` and a warning.
+        for per-tensor grids); with ``grid.group_size = g`` both are (rows, ceil(cols / g)).
+        All-zero rows (groups) get ``ZERO_CHANNEL_SCALE`` and a warning.
     """
     W = _check_weight(W)
+    what = "channel"
+    if grid.group_size is not None:
+        rows, g = W.shape[0], int(grid.group_size)
+        s, z = _qparams(_group_blocks(W, g), replace(grid, group_size=None), None)
+        s, z, what = s.reshape(rows, -1), z.reshape(rows, -1), "group"
+    else:
+        s, z = _qparams(W, grid, H)
+    zero = ~(s > 0)
+    if zero.any():
+        which = np.argwhere(zero)[:, 0] if s.ndim == 2 else np.flatnonzero(zero)
+        log.warning("%d all-zero %s(s) (rows %s%s): they are kept exactly at 0 with all variables "
+                    "fixed; their scale is set to the placeholder %s", int(zero.sum()), what,
+                    which[:8].tolist(), "..." if len(which) > 8 else "", ZERO_CHANNEL_SCALE)
+        s[zero] = ZERO_CHANNEL_SCALE
+        z[zero] = np.clip(0.0, *grid.limits)
+    return s, z
+
+
+def _qparams(W: np.ndarray, grid: Grid, H: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows,) scales (0 for all-zero rows) and zero points of ``W`` on a grid without groups."""
     rows = W.shape[0]
     axis = 1 if grid.granularity == "channel" else None
     lo = np.min(W, axis=axis, keepdims=True).reshape(-1)
@@ -152,14 +205,6 @@ def choose_qparams(W: np.ndarray, grid: Grid, H: np.ndarray | None = None
         raise ValueError("the weight range is too large for a finite float64 scale; rescale the weights")
     s = np.broadcast_to(s0, (rows,)).astype(np.float64).copy()
     z = np.broadcast_to(z0, (rows,)).astype(np.float64).copy()
-    zero = ~(s > 0)
-    if zero.any():
-        which = np.flatnonzero(zero)
-        log.warning("%d all-zero channel(s) (rows %s%s): they are kept exactly at 0 with all variables "
-                    "fixed; their scale is set to the placeholder %s", len(which), which[:8].tolist(),
-                    "..." if len(which) > 8 else "", ZERO_CHANNEL_SCALE)
-        s[zero] = ZERO_CHANNEL_SCALE
-        z[zero] = np.clip(0.0, *grid.limits)
     return s, z
 
 
@@ -232,16 +277,19 @@ def _row_errors(W, cands, grid: Grid, H) -> np.ndarray:
 class RoundingSpace:
     """The binary choices of one weight matrix on a fixed grid.
 
-    ``W_hat = s[:, None] * (L + V - z[:, None])`` with ``V`` in {0,1}; fixed entries keep
-    ``V = fixed_value`` (0 for clipped weights and all-zero rows).
+    ``W_hat = S * (L + V - Z)`` with ``V`` in {0,1}, ``S`` and ``Z`` the scale and zero point of
+    each entry (:attr:`S`, :attr:`Z`); fixed entries keep ``V = fixed_value`` (0 for clipped
+    weights and all-zero rows or groups).
 
     Attributes:
         W: (rows, cols) float64 weights.
-        s: (rows,) float64 scales.  z: (rows,) float64 integer zero points.
+        s: (rows,) float64 scales, or (rows, G) per group of ``group_size`` columns.
+        z: the zero points, float64 integers, shaped as ``s``.
         L: (rows, cols) int64 lower levels (already clipped to [n, p]).
         fixed_mask: (rows, cols) bool, True where the rounding has no choice.
         fixed_value: (rows, cols) uint8, the value of fixed variables (0 here).
         qmin, qmax: integer limits n, p.
+        group_size: 0 (one scale per row) or ``g`` (column ``j`` in group ``j // g``).
     """
 
     W: np.ndarray
@@ -252,21 +300,60 @@ class RoundingSpace:
     fixed_value: np.ndarray
     qmin: int
     qmax: int
+    group_size: int = 0
+
+    def __post_init__(self) -> None:
+        rows, cols = np.shape(self.W)
+        g = self.group_size
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 0:
+            raise ValueError(f"group_size must be 0 (per row) or a positive integer, got {g!r}")
+        want = (rows,) if not g else (rows, -(-cols // int(g)))
+        if np.shape(self.s) != want or np.shape(self.z) != want:
+            raise ValueError(f"rounding space: scales {np.shape(self.s)} and zero points {np.shape(self.z)} "
+                             f"must both be {want} for W {(rows, cols)} and group_size {g}")
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.W.shape
 
     @property
+    def grouped(self) -> bool:
+        """True when the scales are per row and group of columns."""
+        return bool(self.group_size)
+
+    def per_entry(self, a: np.ndarray) -> np.ndarray:
+        """A per-row (rows,) or per-group (rows, G) array as (rows, 1) or (rows, cols), to
+        broadcast against the weights."""
+        if self.group_size:
+            return expand_groups(a, self.shape[1], int(self.group_size))
+        return a[:, None]
+
+    @property
+    def S(self) -> np.ndarray:
+        """The scale of every entry, (rows, 1) per row or (rows, cols) per group."""
+        return self.per_entry(self.s)
+
+    @property
+    def Z(self) -> np.ndarray:
+        """The zero point of every entry, shaped as :attr:`S`."""
+        return self.per_entry(self.z)
+
+    @property
+    def column_scale(self) -> np.ndarray:
+        """The QUBO's scale: ``s`` (rows,) per row, the full (rows, cols) ``S`` per group."""
+        return self.S if self.group_size else self.s
+
+    @property
     def b(self) -> np.ndarray:
-        """(rows, cols) the floor candidate ``s * (L - z)`` (``b`` of method.md section 2)."""
-        return self.s[:, None] * (self.L - self.z[:, None])
+        """(rows, cols) the floor candidate ``S * (L - Z)`` (``b`` of method.md section 2)."""
+        return self.S * (self.L - self.Z)
 
     @property
     def frac(self) -> np.ndarray:
         """(rows, cols) fractional part of ``W/s`` in [0, 1) for free entries; fixed entries give
         their fixed value. The probability of rounding up in stochastic rounding."""
-        f = self.W / self.s[:, None] - np.floor(self.W / self.s[:, None])
+        S = self.S
+        f = self.W / S - np.floor(self.W / S)
         return np.where(self.fixed_mask, self.fixed_value.astype(np.float64), f)
 
     def nearest(self) -> np.ndarray:
@@ -279,8 +366,14 @@ class RoundingSpace:
         return self.L + V.astype(np.int64)
 
     def dequantize(self, V: np.ndarray) -> np.ndarray:
-        """(rows, cols) float64 ``W_hat = s * (L + V - z)``."""
-        return self.s[:, None] * (self.integers(V) - self.z[:, None])
+        """(rows, cols) float64 ``W_hat = S * (L + V - Z)``."""
+        return self.S * (self.integers(V) - self.Z)
+
+    def select_rows(self, rows: np.ndarray) -> "RoundingSpace":
+        """The space of the given rows only."""
+        return RoundingSpace(W=self.W[rows], s=self.s[rows], z=self.z[rows], L=self.L[rows],
+                             fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
+                             qmin=self.qmin, qmax=self.qmax, group_size=self.group_size)
 
     def check_assignment(self, V: np.ndarray) -> np.ndarray:
         V = np.asarray(V)
@@ -299,21 +392,30 @@ def rounding_space(W: np.ndarray, grid: Grid, H: np.ndarray | None = None,
                    s: np.ndarray | None = None, z: np.ndarray | None = None) -> RoundingSpace:
     """Build the rounding space of ``W`` (rows, cols) on ``grid``.
 
-    The scale is chosen by ``grid.scale_method`` unless ``s`` (rows,) (and ``z``) are given.
+    The scale is chosen by ``grid.scale_method`` unless ``s`` (rows,) (and ``z``) are given;
+    with ``grid.group_size = g`` they are (rows, ceil(cols / g)).
     """
     W = _check_weight(W)
+    rows, cols = W.shape
+    g = int(grid.group_size or 0)
     if s is None:
         s, z = choose_qparams(W, grid, H)
     else:
-        s = np.broadcast_to(np.asarray(s, np.float64), (W.shape[0],)).copy()
-        z = np.zeros_like(s) if z is None else np.broadcast_to(np.asarray(z, np.float64), s.shape).copy()
+        want = (rows,) if not g else (rows, -(-cols // g))
+        s = np.broadcast_to(np.asarray(s, np.float64), want).copy()
+        z = np.zeros_like(s) if z is None else np.broadcast_to(np.asarray(z, np.float64), want).copy()
         if not (np.isfinite(s).all() and (s > 0).all()):
             raise ValueError("every scale must be finite and > 0")
     n, p = grid.limits
-    zero_rows = ~np.any(W != 0, axis=1)
-    F = np.floor(W / s[:, None]) + z[:, None]
-    free = (F >= n) & (F <= p - 1) & ~zero_rows[:, None]
-    L = np.clip(F, n, p)
-    L[zero_rows] = z[zero_rows, None]  # exact zero
+    if g:
+        zero_groups = ~np.any(_group_blocks(W, g) != 0, axis=1).reshape(rows, -1)
+        zero = expand_groups(zero_groups, cols, g)
+        S, Z = expand_groups(s, cols, g), expand_groups(z, cols, g)
+    else:
+        zero = np.broadcast_to(~np.any(W != 0, axis=1)[:, None], W.shape)
+        S, Z = s[:, None], z[:, None]
+    F = np.floor(W / S) + Z
+    free = (F >= n) & (F <= p - 1) & ~zero
+    L = np.where(zero, np.broadcast_to(Z, W.shape), np.clip(F, n, p))  # zero rows, groups: exact 0
     return RoundingSpace(W=W, s=s, z=z, L=L.astype(np.int64), fixed_mask=~free,
-                         fixed_value=np.zeros(W.shape, np.uint8), qmin=n, qmax=p)
+                         fixed_value=np.zeros(W.shape, np.uint8), qmin=n, qmax=p, group_size=g)

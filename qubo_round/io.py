@@ -42,7 +42,7 @@ def save_problem(problem: QUBOFamily, path: str | Path) -> Path:
               "meta": problem.meta, "space": None}
     if problem.space is not None:
         sp = problem.space
-        header["space"] = {"qmin": sp.qmin, "qmax": sp.qmax}
+        header["space"] = {"qmin": sp.qmin, "qmax": sp.qmax, "group_size": int(sp.group_size)}
         arrays.update({f"space_{f}": getattr(sp, f) for f in _SPACE_FIELDS})
     arrays["header"] = np.array(json.dumps(header, default=_json_default))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,10 +75,17 @@ def _read_problem(path: Path) -> QUBOFamily:
                              f"version {header.get('version')!r}")
         space = None
         if header["space"] is not None:
-            space = RoundingSpace(**{f: z[f"space_{f}"] for f in _SPACE_FIELDS},
-                                  qmin=header["space"]["qmin"], qmax=header["space"]["qmax"])
+            try:  # files written before group-wise grids have no group_size: one scale per row
+                space = RoundingSpace(**{f: z[f"space_{f}"] for f in _SPACE_FIELDS},
+                                      qmin=header["space"]["qmin"], qmax=header["space"]["qmax"],
+                                      group_size=header["space"].get("group_size", 0))
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
         common = dict(offset=z["offset"], fixed_mask=z["fixed_mask"], fixed_value=z["fixed_value"],
                       space=space, meta=header["meta"])
-        if header["kind"] == "layer":
-            return LayerQUBO(A=z["A"], scale=z["scale"], linear=z["linear"], **common)
-        return DenseQUBO(Q=z["Q"], **common)
+        try:
+            if header["kind"] == "layer":
+                return LayerQUBO(A=z["A"], scale=z["scale"], linear=z["linear"], **common)
+            return DenseQUBO(Q=z["Q"], **common)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

@@ -9,7 +9,9 @@ with linear terms on the diagonal of ``Q_k`` (``x_i^2 = x_i``). Some variables c
 
 * :class:`LayerQUBO`: the rows of one layer, ``Q_k = s_k^2 A_k + diag(h_k)``, where ``A`` is one
   (cols, cols) matrix shared by all rows (activation covariance, eq. 20; asymmetric form) or
-  one matrix per row (per-row output-Hessian weighting, eq. 17-18).
+  one matrix per row (per-row output-Hessian weighting, eq. 17-18). With group-wise grids each
+  variable has its own step: ``Q_k = T_k A_k T_k + diag(h_k)``, ``T_k = diag(t_k)`` (column
+  scales ``t_k`` (cols,), the scale of each weight's group).
 * :class:`DenseQUBO`: one general dense QUBO (public instances; the coupled Hessian of eq. 16).
 
 Either may carry a :class:`~qubo_round.grid.RoundingSpace` (``space``): then a solution maps back
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CapabilityError
 from .grid import RoundingSpace
 
 
@@ -219,11 +222,13 @@ class QUBOFamily(abc.ABC):
 
 @dataclass(eq=False)
 class LayerQUBO(QUBOFamily):
-    """One layer's row QUBOs ``E_k(v) = s_k^2 v^T A_k v + h_k . v + c_k``.
+    """One layer's row QUBOs ``E_k(v) = s_k^2 v^T A_k v + h_k . v + c_k``, or with column scales
+    ``E_k(v) = (t_k * v)^T A_k (t_k * v) + h_k . v + c_k``.
 
     Attributes:
         A: (cols, cols) shared, or (rows, cols, cols) per row; symmetric float64.
-        scale: (rows,) float64 ``s``.
+        scale: (rows,) float64 ``s``, or (rows, cols) column scales ``t`` (group-wise grids:
+            :attr:`column_scaled`).
         linear: (rows, cols) float64 ``h`` (linear terms, kept off the matrix).
         offset: (rows,) float64 ``c``.
         fixed_mask, fixed_value: (rows, cols).
@@ -248,8 +253,9 @@ class LayerQUBO(QUBOFamily):
         rows, n = self.linear.shape
         if self.A.shape not in ((n, n), (rows, n, n)):
             raise ValueError(f"A has shape {self.A.shape}; expected ({n}, {n}) or ({rows}, {n}, {n})")
-        if self.scale.shape != (rows,) or self.offset.shape != (rows,):
-            raise ValueError("scale and offset must have shape (rows,)")
+        if self.scale.shape not in ((rows,), (rows, n)) or self.offset.shape != (rows,):
+            raise ValueError(f"scale must have shape (rows,) or (rows, n) = ({rows}, {n}) and offset (rows,); "
+                             f"got {self.scale.shape} and {self.offset.shape}")
         if not np.array_equal(self.A, np.swapaxes(self.A, -1, -2)):
             self.A = (self.A + np.swapaxes(self.A, -1, -2)) / 2.0  # same energies, symmetric Q_k
         self.fixed_mask, self.fixed_value = _check_fixed(self.fixed_mask, self.fixed_value, (rows, n))
@@ -260,6 +266,11 @@ class LayerQUBO(QUBOFamily):
         return self.A.ndim == 2
 
     @property
+    def column_scaled(self) -> bool:
+        """True when every variable has its own scale (``scale`` (rows, n), group-wise grids)."""
+        return self.scale.ndim == 2
+
+    @property
     def shape(self) -> tuple[int, int]:
         return self.linear.shape
 
@@ -267,21 +278,47 @@ class LayerQUBO(QUBOFamily):
         return self.A if self.shared else self.A[k]
 
     def matrix(self, k: int) -> np.ndarray:
-        Q = self.scale[k] ** 2 * self.row_A(k)
+        if self.column_scaled:
+            t = self.scale[k]
+            Q = self.row_A(k) * np.outer(t, t)  # both symmetric: Q exactly symmetric
+        else:
+            Q = self.scale[k] ** 2 * self.row_A(k)
         Q = Q + np.diag(self.linear[k])
         return Q
 
     @property
     def diagonal(self) -> np.ndarray:
         dA = np.diagonal(self.A, axis1=-2, axis2=-1)
-        return self.scale[:, None] ** 2 * dA + self.linear
+        s = self.scale if self.column_scaled else self.scale[:, None]
+        return s ** 2 * dA + self.linear
+
+    def _A_times(self, X: np.ndarray) -> np.ndarray:
+        if self.shared:
+            return X @ self.A
+        return np.einsum("rcd,...rd->...rc", self.A, X)
 
     def matvec(self, X: np.ndarray) -> np.ndarray:
-        if self.shared:
-            AX = X @ self.A
-        else:
-            AX = np.einsum("rcd,...rd->...rc", self.A, X)
-        return self.scale[:, None] ** 2 * AX + self.linear * X
+        if self.column_scaled:
+            return self.scale * self._A_times(self.scale * X) + self.linear * X
+        return self.scale[:, None] ** 2 * self._A_times(X) + self.linear * X
+
+    def with_row_matrices(self, max_bytes: int | None = None, who: str = "this solver") -> "LayerQUBO":
+        """The same family with the column scales folded into one matrix per row,
+        ``A_k' = T_k A_k T_k`` and ``scale = 1``: the form of solvers that only know row scales
+        (the same energies up to rounding). ``max_bytes`` refuses, before allocating, a result
+        larger than that (``rows * n^2 * 8`` bytes); unchanged when not column-scaled."""
+        if not self.column_scaled:
+            return self
+        need = self.rows * self.n * self.n * 8
+        if max_bytes is not None and need > max_bytes:
+            raise CapabilityError(
+                f"{who} needs one {self.n}x{self.n} matrix per row for group-wise scales: {need / 2**30:.1f} GiB "
+                f"for {self.rows} rows, above the {max_bytes / 2**30:.1f} GiB limit; use a solver that handles "
+                "column scales (available_solvers(column_scales=True)) or fewer rows (select_rows)")
+        t = self.scale
+        A = self.A * (t[:, :, None] * t[:, None, :])  # exactly symmetric, as matrix()
+        return replace(self, A=A, scale=np.ones(self.rows),
+                       meta={k: v for k, v in self.meta.items() if k != "row_groups"})
 
     @property
     def inert(self) -> np.ndarray:
@@ -291,11 +328,18 @@ class LayerQUBO(QUBOFamily):
     def row_columns(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
         r, idx = np.asarray(r), np.asarray(idx)
         # A is symmetric (made so on construction): rows A[idx] are its columns, read contiguously
-        col = self.scale[r, None] ** 2 * (self.A[idx] if self.shared else self.A[r, idx])  # (m, n)
+        Ai = self.A[idx] if self.shared else self.A[r, idx]  # (m, n)
+        if self.column_scaled:
+            col = Ai * (self.scale[r] * self.scale[r, idx][:, None])  # the entries of matrix()
+        else:
+            col = self.scale[r, None] ** 2 * Ai
         col[np.arange(len(idx)), idx] += self.linear[r, idx]
         return col
 
     def _quadratic(self, X: np.ndarray) -> np.ndarray:
+        if self.column_scaled:
+            Y = self.scale * X
+            return np.einsum("...rc,...rc->...r", self._A_times(Y), Y) + (X * self.linear).sum(-1)
         if self.shared:
             quad = np.einsum("...rc,...rc->...r", X @ self.A, X)
         else:
@@ -307,9 +351,7 @@ class LayerQUBO(QUBOFamily):
         space is restricted to the same rows."""
         rows = np.asarray(rows)
         sp = self.space
-        space = None if sp is None else RoundingSpace(
-            W=sp.W[rows], s=sp.s[rows], z=sp.z[rows], L=sp.L[rows], fixed_mask=sp.fixed_mask[rows],
-            fixed_value=sp.fixed_value[rows], qmin=sp.qmin, qmax=sp.qmax)
+        space = None if sp is None else sp.select_rows(rows)
         return LayerQUBO(A=self.A if self.shared else self.A[rows], scale=self.scale[rows],
                          linear=self.linear[rows], offset=self.offset[rows],
                          fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
@@ -335,11 +377,13 @@ def stack_rows(problems: Sequence[LayerQUBO]) -> LayerQUBO:
     space = None
     if all(p.space is not None for p in problems):
         sps = [p.space for p in problems]
-        if len({(sp.qmin, sp.qmax) for sp in sps}) != 1:
-            raise ValueError("stack_rows: the rounding spaces have different integer limits")
+        if len({(sp.qmin, sp.qmax, sp.group_size) for sp in sps}) != 1:
+            raise ValueError("stack_rows: the rounding spaces have different integer limits or group sizes")
         space = RoundingSpace(**{k: np.concatenate([getattr(sp, k) for sp in sps])
                                  for k in ("W", "s", "z", "L", "fixed_mask", "fixed_value")},
-                              qmin=sps[0].qmin, qmax=sps[0].qmax)
+                              qmin=sps[0].qmin, qmax=sps[0].qmax, group_size=sps[0].group_size)
+    if len({p.column_scaled for p in problems}) != 1:
+        raise ValueError("stack_rows: mix of row-scaled and column-scaled (group-wise) problems")
     return LayerQUBO(A=A, scale=cat("scale"), linear=cat("linear"), offset=cat("offset"),
                      fixed_mask=cat("fixed_mask"), fixed_value=cat("fixed_value"), space=space,
                      meta={**problems[0].meta, "stacked": len(problems), "row_groups": [p.rows for p in problems]})

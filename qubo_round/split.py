@@ -10,6 +10,8 @@ which equals the row's QUBO energy on every binary ``h`` (``h_i^2 = h_i``):
   (the problem's linear terms). In the covariance form this is the layer's reconstruction loss
   ``tr(dW H dW^T)`` of the relaxed weights ``W_tilde = s (floor + h)``: one step costs about
   ``2 rows cols^2`` flops, independent of the amount of calibration data.
+* group-wise grids (column scales ``t_k``): ``P_k`` stands for ``T_k A_k T_k`` (``T_k = diag(t_k)``,
+  kept as ``A`` and ``col = t``, never formed), ``a_k = 1``.
 * :class:`~qubo_round.problem.DenseQUBO`: the split of ``Q`` into quadratic and linear parts is
   not recorded, so the diagonal is moved to the linear term and the smallest uniform shift that
   makes the quadratic part positive semidefinite is added back:
@@ -47,6 +49,8 @@ class QuadraticSplit:
         lin: (rows, n) linear terms.
         offset: (rows,) constants.
         shift: the diagonal shift ``mu`` added for a dense QUBO (0 for layers).
+        col: None, or (rows, n) column scales ``t``: the quadratic part is then
+            ``a_k (t_k * h)^T P_k (t_k * h)`` (group-wise grids).
     """
 
     P: np.ndarray
@@ -54,6 +58,7 @@ class QuadraticSplit:
     lin: np.ndarray
     offset: np.ndarray
     shift: float = 0.0
+    col: np.ndarray | None = None
 
     @property
     def shared(self) -> bool:
@@ -67,6 +72,8 @@ class QuadraticSplit:
         falls back to the mean over all variables, then to 1 where that is not positive."""
         d = np.diagonal(self.P, axis1=-2, axis2=-1)
         d = np.broadcast_to(d, fixed_mask.shape)
+        if self.col is not None:
+            d = d * self.col**2
         free = ~fixed_mask
         nfree = free.sum(1)
         mean_free = np.where(nfree > 0, (d * free).sum(1) / np.maximum(nfree, 1), d.mean(1))
@@ -82,6 +89,9 @@ class QuadraticSplit:
 def quadratic_split(problem: QUBOFamily) -> QuadraticSplit:
     """The continuous form of ``problem`` (see the module docstring)."""
     if isinstance(problem, LayerQUBO):
+        if problem.column_scaled:
+            return QuadraticSplit(P=problem.A, a=np.ones(problem.rows), lin=problem.linear,
+                                  offset=problem.offset, col=problem.scale)
         return QuadraticSplit(P=problem.A, a=problem.scale**2, lin=problem.linear, offset=problem.offset)
     if isinstance(problem, DenseQUBO):
         Q = problem.Q

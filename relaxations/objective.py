@@ -79,6 +79,8 @@ class RelaxedObjective:
         self.a2 = 2.0 * self.a
         self.lin = torch.as_tensor(sp.lin / self.units[:, None], **t)
         self.c = torch.as_tensor(sp.offset / self.units, **t)
+        # group-wise grids: P_k = T_k A T_k applied as t * (A (t * h)), never formed
+        self.col = None if sp.col is None else torch.as_tensor(sp.col, **t)
         self.free = torch.as_tensor(~problem.fixed_mask, device=device)
         self.fixed_value = torch.as_tensor(problem.fixed_value, **t)
         self.device, self.dtype = device, dtype
@@ -91,7 +93,12 @@ class RelaxedObjective:
         return torch.where(self.free, h, self.fixed_value)
 
     def matvec(self, h: torch.Tensor) -> torch.Tensor:
-        """(rows, n) ``P_k h_k``."""
+        """(rows, n) ``P_k h_k`` (``t_k * (A_k (t_k * h_k))`` with column scales)."""
+        if self.col is not None:
+            return self.col * self._matvec(self.col * h)
+        return self._matvec(h)
+
+    def _matvec(self, h: torch.Tensor) -> torch.Tensor:
         if self.shared:
             return h @ self.P
         if self.groups is not None:  # (G, rows_g, n) @ (G, n, n): each group as its own h @ P
@@ -163,6 +170,7 @@ class TorchSolver(Solver):
     is restored after the solve (process-global while it runs), and subnormal floats are flushed
     to zero meanwhile (:func:`cpu_settings`).
     """
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     batches_groups = True
 

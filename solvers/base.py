@@ -17,12 +17,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from qubo_round.errors import CapabilityError
-from qubo_round.problem import QUBOFamily
+from qubo_round.problem import LayerQUBO, QUBOFamily
 
 #: Status strings a result may carry.
 STATUSES = ("optimal", "feasible", "time_limit")
 #: Timing keys present in every ``SolveResult.info``.
 TIMING_KEYS = ("setup_seconds", "solve_seconds", "total_seconds")
+#: Largest per-row matrix stack a solver without ``column_scales`` may be given (bytes).
+ROW_MATRIX_BYTES = 2 << 30
 
 
 class SolverError(RuntimeError):
@@ -116,6 +118,10 @@ class Solver(abc.ABC):
     * ``batches_groups``: the groups of a grouped convolution, stacked into one problem with
       per-row matrices (:func:`qubo_round.problem.stack_rows`), are solved in one call, as
       fast as one group (the batched relaxations).
+    * ``column_scales``: the solver takes layer problems with column scales (group-wise grids,
+      :attr:`~qubo_round.problem.LayerQUBO.column_scaled`) as they are. Others receive the same
+      problem with one matrix per row (:meth:`~qubo_round.problem.LayerQUBO.with_row_matrices`,
+      refused beyond :data:`ROW_MATRIX_BYTES`); energies are always those of the given problem.
     """
 
     name: ClassVar[str] = ""
@@ -127,6 +133,7 @@ class Solver(abc.ABC):
     baseline: ClassVar[bool] = False
     has_data_form: ClassVar[bool] = False
     batches_groups: ClassVar[bool] = False
+    column_scales: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, **params: Any) -> None:
@@ -192,8 +199,11 @@ class Solver(abc.ABC):
                 raise ValueError("start must be one assignment of shape (rows, n)")
             start = problem.apply_fixed(start)
         rng = np.random.default_rng(seed)
+        work = problem
+        if isinstance(problem, LayerQUBO) and problem.column_scaled and not self.column_scales:
+            work = problem.with_row_matrices(ROW_MATRIX_BYTES, who=f"solver {self.name!r}")
         t1 = time.perf_counter()
-        samples, extra = self.sample(problem, rng=rng, start=start, time_limit=time_limit)
+        samples, extra = self.sample(work, rng=rng, start=start, time_limit=time_limit)
         t2 = time.perf_counter()
         samples = np.asarray(samples)
         if samples.ndim == 2:

@@ -102,8 +102,11 @@ class RowLattice:
 def _convex_part(problem: QUBOFamily, k: int, free: np.ndarray, Qf: np.ndarray) -> np.ndarray:
     """A positive semi-definite matrix with the off-diagonal of ``Qf``."""
     if isinstance(problem, LayerQUBO):
-        A = problem.row_A(k)
-        return problem.scale[k] ** 2 * A[np.ix_(free, free)]
+        A = problem.row_A(k)[np.ix_(free, free)]
+        if problem.column_scaled:  # T A T is PSD when A is
+            t = problem.scale[k, free]
+            return t[:, None] * A * t[None, :]
+        return problem.scale[k] ** 2 * A
     off = Qf - np.diag(np.diag(Qf))
     lam = np.linalg.eigvalsh(off)
     # shifted to positive definite with a margin of 1% of the spectrum's width: the split of a
@@ -202,6 +205,7 @@ def _search_row(lat: RowLattice, x0: np.ndarray, energy0: float, deadline: float
 class BranchAndBound(Solver):
     """Branch and bound per row (box-constrained integer least squares, Schnorr-Euchner order,
     sorted variables, warm incumbent): proven optima or a certified gap at the time limit."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     exact = True
     required_modules = ("numba",)

@@ -89,6 +89,7 @@ def _draw(problem: QUBOFamily, p: np.ndarray, S: int, rng: np.random.Generator) 
 class CEM(Solver):
     """Cross-entropy method over independent Bernoulli probabilities (initialised from the
     stochastic-rounding probabilities), all rows batched; best sample greedy-polished."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = CEMParams
 

@@ -85,6 +85,7 @@ class ChainParams:
 })
 class Chain(Solver):
     """Registered solvers in sequence, each warm-started from the previous one's best."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = ChainParams
 
@@ -149,6 +150,7 @@ class Polish(Solver):
     minimum (:func:`qubo_round.solvers.greedy.polish`, the one polish the pipeline uses too):
     never worse than the solver, with its lower bound and status (``time_limit`` when the descent
     runs out of time)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = PolishParams
 
@@ -201,6 +203,7 @@ class Portfolio(Solver):
     """Several solvers on the same problem; per row the lowest energy any of them found (rows
     are independent; ties go to the earlier solver). Every member gets the portfolio's own
     ``seed``, so a member gives what it would alone; the strongest member bound is kept."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = PortfolioParams
 

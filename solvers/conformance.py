@@ -42,6 +42,12 @@ def canned_problems(seed: int = 0) -> dict[str, QUBOFamily]:
     out["layer-per-row"] = LayerQUBO(A=A, scale=np.array([0.5, 1.0, 2.0]), linear=rng.normal(size=(3, 8)),
                                      offset=np.array([1.0, 2.0, 3.0]), fixed_mask=fm,
                                      fixed_value=np.ones((3, 8), np.uint8))
+    # A layer on a group-wise grid (groups of 5 columns, the last one shorter, one all zero):
+    # column-scaled row QUBOs, Q_k = T_k H T_k + diag(h_k).
+    Wg = rng.normal(size=(4, 12))
+    Wg[1, 5:10] = 0.0
+    Wg[3, 2] = 5.0
+    out["layer-groups"] = covariance_problem(Wg, X @ X.T / 200, Grid(bits=3, scale_method="mse", group_size=5))
     return out
 
 

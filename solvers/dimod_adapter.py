@@ -192,6 +192,7 @@ class DimodParams:
 
 class DimodSolver(Solver):
     """A dimod sampler run on the reduced model of every row; all its samples are returned."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     required_modules = ("dimod",)
     Params = DimodParams

@@ -71,6 +71,7 @@ class ExactParams:
 @register("exact")
 class Exact(Solver):
     """Exact enumeration of each row (up to ``max_free`` free variables, default 24)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     exact = True
     max_variables = 24

@@ -83,7 +83,7 @@ def inverse_factor(A: np.ndarray, percdamp: float) -> tuple[np.ndarray, np.ndarr
 
 def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True, *,
                          forced: np.ndarray | None = None, values: np.ndarray | None = None,
-                         block: int | None = None) -> np.ndarray:
+                         block: int | None = None, steps: np.ndarray | None = None) -> np.ndarray:
     """GPTQ's column loop: round ``targets`` (R, m) in index order with error feedback through
     ``U`` (m, m) (upper factor of the damped inverse). Ties round up (as nearest rounding does).
     Returns (R, m) float64 integers, in {0, 1} when ``clip``.
@@ -92,7 +92,10 @@ def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True, 
     target; their error feeds forward like any other (the clip of the grid in GPTQ's loop: one
     factor ``U`` serves rows with different fixed variables). ``block``: GPTQ's lazy batch
     updates, the columns beyond the current block updated once per block by one matrix product
-    (the same result up to floating-point rounding); None updates every column at every step."""
+    (the same result up to floating-point rounding); None updates every column at every step.
+    ``steps`` (R, m) > 0: the targets are in units of the weights, variable ``j`` of row ``r``
+    moving by ``steps[r, j]`` (group-wise grids: each weight's group scale); it rounds
+    ``targets / steps`` and feeds back ``targets - steps * q``."""
     u = np.array(targets, dtype=np.float64, copy=True)
     q = np.empty_like(u)
     m = u.shape[1]
@@ -101,13 +104,13 @@ def error_feedback_round(U: np.ndarray, targets: np.ndarray, clip: bool = True, 
         b1 = min(b0 + block, m)
         err = np.empty((u.shape[0], b1 - b0))
         for j in range(b0, b1):
-            qj = np.floor(u[:, j] + 0.5)
+            qj = np.floor((u[:, j] if steps is None else u[:, j] / steps[:, j]) + 0.5)
             if clip:
                 qj = np.minimum(np.maximum(qj, 0.0), 1.0)
             if forced is not None:
                 qj = np.where(forced[:, j], values[:, j], qj)
             q[:, j] = qj
-            e = (u[:, j] - qj) / U[j, j]
+            e = (u[:, j] - (qj if steps is None else steps[:, j] * qj)) / U[j, j]
             err[:, j - b0] = e
             u[:, j + 1:b1] -= e[:, None] * U[j, j + 1:b1]
         if b1 < m:
@@ -159,6 +162,7 @@ class GPTQ(Solver):
     when the column loop reaches it and its error feeds the later columns only (earlier columns
     did not see it coming). Rows with per-row ``A`` always use ``condition``.
     """
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = GPTQParams
 
@@ -170,19 +174,28 @@ class GPTQ(Solver):
         with limit_threads(int(self.params.threads), torch=False):
             return super().solve(problem, **kw)
 
-    def _group(self, A, a, lin, prior, fm_row, fv_rows):
+    def _group(self, A, a, lin, prior, fm_row, fv_rows, col=None):
         """Round the rows of one group (same A and fixed pattern ``fm_row`` (n,)); a (R,),
-        lin, prior, fv_rows (R, n). Returns the free-variable values (R, m) and delta."""
+        lin, prior, fv_rows, col (R, n) or None. Returns the free-variable values (R, m), delta."""
         free, fx = np.flatnonzero(~fm_row), np.flatnonzero(fm_row)
-        lin_f = lin[:, free] + 2.0 * a[:, None] * (fv_rows[:, fx] @ A[np.ix_(fx, free)])
-        q, delta, _ = self._round_rows(A[np.ix_(free, free)], a, lin_f, prior[:, free])
+        if col is None:
+            lin_f = lin[:, free] + 2.0 * a[:, None] * (fv_rows[:, fx] @ A[np.ix_(fx, free)])
+        else:
+            lin_f = lin[:, free] + 2.0 * col[:, free] * ((col[:, fx] * fv_rows[:, fx]) @ A[np.ix_(fx, free)])
+        q, delta, _ = self._round_rows(A[np.ix_(free, free)], a, lin_f, prior[:, free],
+                                       col=None if col is None else col[:, free])
         return q, delta
 
-    def _round_rows(self, A, a, lin, prior, forced=None, values=None, block=None):
+    def _round_rows(self, A, a, lin, prior, forced=None, values=None, block=None, col=None):
         """GPTQ on rows sharing ``A`` (m, m): start at the continuous optimum of ``(A + delta I)``
         from ``prior``, then round with error feedback (``forced``/``values``/``block``: see
         :func:`error_feedback_round`). a (R,), lin, prior (R, m). Rows without a quadratic part
-        take the sign rule. Returns (R, m) float values, delta, and whether A was factorised."""
+        take the sign rule. Returns (R, m) float values, delta, and whether A was factorised.
+
+        ``col`` (R, m): column scales (group-wise grids, ``E = (t*v)^T A (t*v) + lin . v`` with
+        ``a = 1``): the loop runs on ``y = t * v``, the weights' offsets, against the one shared
+        ``A``, each variable rounded on its own step ``t`` (GPTQ with static groups: the group
+        scales are fixed before the loop)."""
         quad = (a > 0) & bool(np.any(A))
         q = (lin < 0).astype(np.float64)  # rows without a quadratic part: the sign rule
         delta = 0.0
@@ -192,8 +205,12 @@ class GPTQ(Solver):
             U, _, delta = inverse_factor(Ao, self.params.percdamp)
             r = -lin[quad][:, order] / (2.0 * a[quad, None])  # A u = r at the optimum
             u0 = prior[quad][:, order]
-            u = u0 + ((r - u0 @ Ao) @ U.T) @ U  # (A + delta I)^{-1} = U^T U
             kw = {} if forced is None else dict(forced=forced[quad][:, order], values=values[quad][:, order])
+            if col is not None:  # in weight units y = t * v: A y = -lin / (2 t)
+                t = col[quad][:, order]
+                r, u0 = r / t, u0 * t
+                kw["steps"] = t
+            u = u0 + ((r - u0 @ Ao) @ U.T) @ U  # (A + delta I)^{-1} = U^T U
             qo = np.empty_like(u)
             qo[:, order] = error_feedback_round(U, u, block=block, **kw)
             q[quad] = qo
@@ -220,7 +237,8 @@ class GPTQ(Solver):
                 continue
             done += 1
             A = sp.P if sp.shared else sp.P[rows[0]]
-            q, delta = self._group(A, sp.a[rows], sp.lin[rows], prior[rows], pattern, fv[rows])
+            q, delta = self._group(A, sp.a[rows], sp.lin[rows], prior[rows], pattern, fv[rows],
+                                   col=None if sp.col is None else sp.col[rows])
             sub = X[rows]
             sub[:, ~pattern] = q.astype(np.uint8)
             X[rows] = sub
@@ -232,7 +250,7 @@ class GPTQ(Solver):
     def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv):
         """One factor of the shared ``A`` for all rows; fixed variables forced in the loop."""
         q, delta, factored = self._round_rows(sp.P, np.broadcast_to(sp.a, (problem.rows,)), sp.lin, prior,
-                                              forced=fm, values=fv, block=LAZY_BLOCK)
+                                              forced=fm, values=fv, block=LAZY_BLOCK, col=sp.col)
         delta_rel = delta / max(float(np.mean(np.diag(sp.P))), 1e-300) if factored else 0.0
         return problem.apply_fixed(q.astype(np.uint8)), {"status": "feasible", "factorisations": int(factored),
                                                          "damping_rel_max": float(delta_rel)}

@@ -75,6 +75,7 @@ class GreedyParams:
 class Greedy(Solver):
     """Steepest-descent single flips from nearest rounding (or a given start / another solver's
     best sample: ``start="<solver name>"`` polishes that solver's output)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = GreedyParams
 

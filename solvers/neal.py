@@ -66,6 +66,7 @@ class NealParams:
 })
 class Neal(Solver):
     """dwave-neal SimulatedAnnealingSampler on the reduced model of every row."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     required_modules = ("neal",)
     Params = NealParams

@@ -76,6 +76,7 @@ def hyperplane_round(V: np.ndarray, Q: np.ndarray, c: float, hyperplanes: int,
 class SDP(Solver):
     """SDP relaxation per row with Goemans-Williamson rounding and greedy polish; reports the
     certified SDP lower bound."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = SDPParams  # no required module: only the scs / clarabel backends need cvxpy (check)
 

@@ -14,6 +14,7 @@ from .registry import register
 @register("nearest")
 class Nearest(Solver):
     """Round to nearest: ``v = [frac(W/s) >= 0.5]`` (ties up)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     needs_space = True
     baseline = True
@@ -25,6 +26,7 @@ class Nearest(Solver):
 @register("floor")
 class Floor(Solver):
     """Round every free variable down (``v = 0``; on a plain QUBO: the all-zeros assignment)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         return problem.apply_fixed(np.zeros(problem.shape, np.uint8)), {}
@@ -33,6 +35,7 @@ class Floor(Solver):
 @register("ceil")
 class Ceil(Solver):
     """Round every free variable up (``v = 1``; on a plain QUBO: the all-ones assignment)."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         return problem.apply_fixed(np.ones(problem.shape, np.uint8)), {}

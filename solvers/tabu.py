@@ -71,6 +71,7 @@ class TabuParams:
 })
 class Tabu(Solver):
     """dwave-samplers TabuSampler on the reduced model of every row."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     required_modules = ("dwave.samplers",)
     Params = TabuParams

@@ -63,9 +63,12 @@ grids = st.builds(Grid, bits=st.integers(2, 8), granularity=st.sampled_from(["ch
 def grid_strategy(draw):
     scheme = draw(st.sampled_from(["symmetric", "asymmetric"]))
     narrow = draw(st.booleans()) if scheme == "symmetric" else False
-    return Grid(bits=draw(st.integers(2, 8)), granularity=draw(st.sampled_from(["channel", "tensor"])),
-                scheme=scheme, narrow=narrow, scale_method=draw(st.sampled_from(["minmax", "mse", "output-mse"])),
-                search_points=20)
+    granularity = draw(st.sampled_from(["channel", "tensor"]))
+    method = draw(st.sampled_from(["minmax", "mse", "output-mse"]))
+    # group-wise grids (per row and group of input columns; the last group may be shorter)
+    group = draw(st.sampled_from([None, 2, 3, 5])) if granularity == "channel" and method != "output-mse" else None
+    return Grid(bits=draw(st.integers(2, 8)), granularity=granularity, scheme=scheme, narrow=narrow,
+                scale_method=method, search_points=20, group_size=group)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

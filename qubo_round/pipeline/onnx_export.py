@@ -13,6 +13,12 @@ by at most one float32 rounding of ``scale``, about ``6e-8`` relative). Activati
 (weight-only quantization, what the QUBO decides). The graph comes from torch's TorchScript
 exporter with constant folding off, so the weight initializers keep their state-dict names.
 
+Group-wise grids (one scale per output channel and group of ``g`` columns of the flattened
+input) use the blocked form of ``DequantizeLinear`` (opset 21: ``axis=1, block_size=g``, scale
+and zero point (out, ceil(cols / g))) on the weight seen as (out, cols), followed by a
+``Reshape`` to a convolution's 4-D shape; such graphs are exported at opset 17 and converted
+to :data:`BLOCKED_OPSET` with ONNX's version converter.
+
 Grids wider than 8 bits have no 8-bit ONNX type: they are refused with the reason.
 """
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = ["export_onnx", "onnx_max_abs_diff", "check_onnx_target", "require_onn
 #: opset of the exported graph (per-axis DequantizeLinear needs 13; 17 is what onnxruntime
 #: and the TorchScript exporter support best).
 OPSET = 17
+#: opset of graphs with group-wise layers (blocked DequantizeLinear).
+BLOCKED_OPSET = 21
 
 
 def require_onnx() -> None:
@@ -129,11 +137,19 @@ def _add_qdq(graph, qstate: dict[str, LayerQState]) -> None:
         scale = qs.scale.numpy().astype(np.float32)
         zp = qs.zero_point.numpy().astype(dtype)
         graph.initializer.remove(inits[key])
+        blocked = bool(qs.group_size)
+        if blocked:
+            q = q.reshape(q.shape[0], -1)  # groups run over the flattened (in, kh, kw) columns
         graph.initializer.extend([numpy_helper.from_array(q, f"{key}_q"),
                                   numpy_helper.from_array(scale, f"{key}_scale"),
                                   numpy_helper.from_array(zp, f"{key}_zero_point")])
+        reshape = blocked and q.shape != tuple(qs.q.shape)
+        attrs = dict(axis=1, block_size=int(qs.group_size)) if blocked else dict(axis=0)
         nodes.append(helper.make_node("DequantizeLinear", [f"{key}_q", f"{key}_scale", f"{key}_zero_point"],
-                                      [key], name=f"{key}_DequantizeLinear", axis=0))
+                                      [f"{key}_2d" if reshape else key], name=f"{key}_DequantizeLinear", **attrs))
+        if reshape:
+            graph.initializer.append(numpy_helper.from_array(np.array(qs.q.shape, np.int64), f"{key}_shape"))
+            nodes.append(helper.make_node("Reshape", [f"{key}_2d", f"{key}_shape"], [key], name=f"{key}_Reshape"))
     for i, node in enumerate(nodes):  # topological order: the weights first
         graph.node.insert(i, node)
 
@@ -156,6 +172,9 @@ def export_onnx(model: nn.Module, qstate: dict[str, LayerQState], path, example,
     import onnx
     out = check_onnx_target(path, force)
     proto = _export_graph(model.eval(), example, opset)
+    if any(qs.group_size for qs in qstate.values()) and opset < BLOCKED_OPSET:
+        from onnx import version_converter
+        proto = version_converter.convert_version(proto, BLOCKED_OPSET)
     _add_qdq(proto.graph, qstate)
     proto.producer_name = "qubo-round"
     onnx.checker.check_model(proto)
