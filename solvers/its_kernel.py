@@ -2,7 +2,9 @@
 
 One row ``k`` is the QUBO ``E_k(x) = x^T Q_k x`` (offset left out) with ``Q_k = s2_k A_g + diag(h_k)``,
 ``A_g`` one of the ``G`` matrices (``g = gidx[k]``: one shared matrix for a covariance layer, one
-per row for per-row Hessians, ``s2 = 1, h = 0`` for a plain dense QUBO). A single flip of ``x_i``
+per row for per-row Hessians, ``s2 = 1, h = 0`` for a plain dense QUBO), or with column scales
+(group-wise grids, ``col`` true) ``Q_k = T_k A_g T_k + diag(h_k)``, ``T_k = diag(t_k)``: the same
+moves with ``Q_ji = t_kj t_ki A_g[j, i]``, the branch taken once per move, outside the loops. A single flip of ``x_i``
 (``delta_i = 1 - 2 x_i``) changes the energy by::
 
     d_i = 2 delta_i (Q x)_i + Q_ii
@@ -82,16 +84,22 @@ def seed_states(seeds):
 
 
 @njit(inline="always")
-def _fields(A, g, s2, h, x, qx, k):
+def _fields(A, g, s2, t, col, h, x, qx, k):
     """Exact ``qx = Q_k x`` and ``x^T Q_k x`` of row ``k``."""
     n = x.shape[1]
     e = 0.0
     for j in range(n):
         acc = 0.0
-        for i in range(n):
-            if x[k, i]:
-                acc += A[g, j, i]
-        qx[k, j] = s2[k] * acc + h[k, j] * x[k, j]
+        if col:
+            for i in range(n):
+                if x[k, i]:
+                    acc += A[g, j, i] * t[k, i]
+            qx[k, j] = t[k, j] * acc + h[k, j] * x[k, j]
+        else:
+            for i in range(n):
+                if x[k, i]:
+                    acc += A[g, j, i]
+            qx[k, j] = s2[k] * acc + h[k, j] * x[k, j]
         if x[k, j]:
             e += qx[k, j]
     return e
@@ -128,7 +136,7 @@ def _pool_insert(k, x, e, pool_x, pool_e, ctr, tol):
 
 
 @njit(inline="always")
-def _perturb(k, A, g, s2, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool_e, ctr, flt, par, rng):
+def _perturb(k, A, g, s2, t, col, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool_e, ctr, flt, par, rng):
     """Start the next phase: a pool member with random flips; exact fields; tabu list cleared."""
     n = x.shape[1]
     held = ctr[k, C_POOL]
@@ -150,7 +158,7 @@ def _perturb(k, A, g, s2, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool
     for _ in range(flips):
         j = free_idx[k, _rand(rng, k) % m]
         x[k, j] ^= 1
-    e = _fields(A, g, s2, h, x, qx, k)
+    e = _fields(A, g, s2, t, col, h, x, qx, k)
     flt[k, F_E] = e
     flt[k, F_PHASE_BEST] = e
     ctr[k, C_PHASE_LAST] = ctr[k, C_IT]
@@ -159,11 +167,12 @@ def _perturb(k, A, g, s2, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool
 
 
 @njit(parallel=True, cache=True)
-def run_chunk(A, gidx, s2, h, qd, free, free_idx, nfree, x, qx, tabu, best_x, phase_x, pool_x, pool_e,
+def run_chunk(A, gidx, s2, t, col, h, qd, free, free_idx, nfree, x, qx, tabu, best_x, phase_x, pool_x, pool_e,
               ctr, flt, par, rng, moves):
     """Advance every row that is not done by up to ``moves`` moves (see the module docstring).
 
-    Shapes: A (G, n, n) float64; gidx (R,) int64; s2 (R,) float64; h, qd (R, n) float64 (``qd = diag Q_k``); free (R, n)
+    Shapes: A (G, n, n) float64; gidx (R,) int64; s2 (R,) float64; t (R, n) float64 column scales,
+    used when ``col`` (else any float64 2-D array); h, qd (R, n) float64 (``qd = diag Q_k``); free (R, n)
     bool; free_idx (R, n) int64 (the free variables first); nfree (R,) int64; x, best_x, phase_x
     (R, n) uint8 (current, best, the phase's best); qx (R, n) float64 (``Q_k x``); tabu (R, n) int64 (move until which a variable is
     tabu); pool_x (R, P, n) uint8; pool_e (R, P); ctr (R, N_CTR) int64; flt (R, N_FLT); par
@@ -206,9 +215,14 @@ def run_chunk(A, gidx, s2, h, qd, free, free_idx, nfree, x, qx, tabu, best_x, ph
                 continue
             delta = 1.0 - 2.0 * x[k, bj]
             x[k, bj] ^= 1
-            f = delta * s2k
-            for j in range(n):
-                qx[k, j] += f * A[g, bj, j]
+            if col:
+                f = delta * t[k, bj]
+                for j in range(n):
+                    qx[k, j] += f * t[k, j] * A[g, bj, j]
+            else:
+                f = delta * s2k
+                for j in range(n):
+                    qx[k, j] += f * A[g, bj, j]
             qx[k, bj] += delta * h[k, bj]
             tabu[k, bj] = it + 1 + par[k, P_TENURE_BASE] + _rand(rng, k) % par[k, P_TENURE_RAND]
             e += bd
@@ -230,6 +244,6 @@ def run_chunk(A, gidx, s2, h, qd, free, free_idx, nfree, x, qx, tabu, best_x, ph
                 # the phase is over: its best joins the elite pool, the next phase starts
                 ctr[k, C_PHASES] += 1
                 _pool_insert(k, phase_x, flt[k, F_PHASE_BEST], pool_x, pool_e, ctr, tol)
-                _perturb(k, A, g, s2, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool_e, ctr, flt, par, rng)
+                _perturb(k, A, g, s2, t, col, h, free_idx, nfree, x, qx, tabu, phase_x, pool_x, pool_e, ctr, flt, par, rng)
         if ctr[k, C_IT] >= ctr[k, C_BUDGET]:
             ctr[k, C_DONE] = 1

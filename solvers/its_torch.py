@@ -40,6 +40,7 @@ def search(ka, qd: np.ndarray, free: np.ndarray, X0: np.ndarray, par: np.ndarray
     g = torch.as_tensor(ka.gidx, dtype=torch.long, device=dev)
     s2 = torch.as_tensor(ka.s2, **f64)
     h = torch.as_tensor(ka.h, **f64)
+    t = None if ka.t is None else torch.as_tensor(ka.t, **f64)  # column scales (group-wise grids)
     freet = torch.as_tensor(free, device=dev)
     qdt = torch.where(freet, torch.as_tensor(qd, **f64), torch.full_like(h, float("inf")))
     tolt, targett = torch.as_tensor(tol, **f64), torch.as_tensor(target, **f64)
@@ -53,6 +54,9 @@ def search(ka, qd: np.ndarray, free: np.ndarray, X0: np.ndarray, par: np.ndarray
     p_hi = torch.as_tensor(par[:, kern.P_PERT_MAX], **f64) / m
 
     def fields(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if t is not None:
+            qx = t[rows] * torch.einsum("rij,rj->ri", A[g[rows]], t[rows] * x) + h[rows] * x
+            return qx, (x * qx).sum(1)
         ax = torch.einsum("rij,rj->ri", A[g[rows]], x)
         qx = s2[rows, None] * ax + h[rows] * x
         return qx, (x * qx).sum(1)
@@ -77,7 +81,10 @@ def search(ka, qd: np.ndarray, free: np.ndarray, X0: np.ndarray, par: np.ndarray
         ok = active & torch.isfinite(d)
         delta = torch.where(ok, 1.0 - 2.0 * x[r, j], torch.zeros_like(d))
         x[r, j] += delta
-        qx += (delta * s2)[:, None] * A[g, j]
+        if t is not None:
+            qx += (delta * t[r, j])[:, None] * t * A[g, j]
+        else:
+            qx += (delta * s2)[:, None] * A[g, j]
         qx[r, j] += delta * h[r, j]
         e = e + torch.where(ok, d, torch.zeros_like(d))
         ten = P["base"] + torch.randint(0, 2**62, (R,), generator=gen, device=dev) % P["rand"]

@@ -157,19 +157,30 @@ def embed(model: nn.Module, batches) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EmbeddingAgreement:
+    """Per-sentence agreement averaged over the N sentences; ``*_se`` the standard error of each
+    mean over sentences (sample standard deviation / sqrt(N))."""
+
     mean_cosine: float  # mean over sentences of cos(e_q, e_float)
     nn_top1: float  # fraction of sentences whose nearest neighbour (among the others) is unchanged
     nn_top10_overlap: float  # mean overlap of the 10-nearest-neighbour sets
+    mean_cosine_se: float = float("nan")
+    nn_top1_se: float = float("nan")
+    nn_top10_overlap_se: float = float("nan")
+
+
+def _se(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
 def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreement:
     """Compare quantized to float embeddings (both (N, 384), L2-normalised)."""
-    cos = (e_float * e_quant).sum(-1).mean().item()
+    cos_i = (e_float * e_quant).sum(-1).double().cpu().numpy()
     def knn(e, k):
         s = e @ e.T
         s.fill_diagonal_(-np.inf)
         return s.topk(k, dim=-1).indices
     kf, kq = knn(e_float, 10), knn(e_quant, 10)
-    top1 = (kf[:, 0] == kq[:, 0]).float().mean().item()
-    overlap = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(kf, kq)])
-    return EmbeddingAgreement(cos, top1, float(overlap))
+    top1_i = (kf[:, 0] == kq[:, 0]).double().cpu().numpy()
+    overlap_i = np.array([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(kf, kq)])
+    return EmbeddingAgreement((e_float * e_quant).sum(-1).mean().item(), float(top1_i.mean()),
+                              float(overlap_i.mean()), _se(cos_i), _se(top1_i), _se(overlap_i))
