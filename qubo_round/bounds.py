@@ -534,7 +534,7 @@ def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, 
         if row.bound > values[k]:
             values[k], how[k] = row.bound, "sdp"
     wide = np.setdiff1d(np.flatnonzero(~proven), todo)
-    if len(wide) and isinstance(problem, LayerQUBO) and problem.shared and not problem.column_scaled:
+    if len(wide) and isinstance(problem, LayerQUBO) and problem.shared:
         for k, b in zip(wide, box_bound(problem, rows=wide).values):
             if b > values[k]:
                 values[k], how[k] = b, "box"

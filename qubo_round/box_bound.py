@@ -20,6 +20,11 @@ the value for fixed ones), for *any* ``u`` in ``B_k``::
 (a convex function lies above its tangent plane; the last minimum is separable). ``(*)`` is
 the certificate: valid for every ``u``, tight at the box minimiser of ``f_k``.
 
+Group-wise grids (column scales ``t_k``, ``E_k(v) = (t_k v)^T A (t_k v) + h_k . v + c_k``) take
+the same ``d``: ``f_k(v) = (t_k v)^T S (t_k v) + (h_k + t_k^2 d) . v + c_k``, convex, and the
+Jacobi-scaled curvature ``Diag(S)^{-1/2} S Diag(S)^{-1/2}`` of every row is the same as without
+groups (so is the step rule).
+
 * ``d`` is one SDP per layer, not per row: ``max 1^T d  s.t.  A - Diag(d) PSD``, the dual of
   ``min <A, X>, diag X = 1, X PSD`` (:func:`shared_diagonal`, solved by
   :func:`qubo_round.sdp_ipm.solve_maxcut_sdp`), then lowered by the smallest eigenvalue of
@@ -87,9 +92,9 @@ class BoxBound:
 
 
 def _check_layer(problem) -> None:
-    if not isinstance(problem, LayerQUBO) or not problem.shared or problem.column_scaled:
+    if not isinstance(problem, LayerQUBO) or not problem.shared:
         raise ValueError("the box bound needs a LayerQUBO whose rows share one matrix A "
-                         f"(got {type(problem).__name__}{'' if not isinstance(problem, LayerQUBO) else ' with per-row A or column scales'}); "
+                         f"(got {type(problem).__name__}{'' if not isinstance(problem, LayerQUBO) else ' with per-row A'}); "
                          "use lower_bound(problem, 'sdp') or 'eig' for this problem")
 
 
@@ -180,14 +185,17 @@ class _Rows:
 
     def __init__(self, problem: LayerQUBO, idx: np.ndarray, S: np.ndarray, d: np.ndarray):
         self.S, self.absS = S, np.abs(S)
-        self.s2 = problem.scale[idx] ** 2
+        # column scales t (rows, n) of group-wise grids, else the row scales s^2 (rows,)
+        self.t = problem.scale[idx] if problem.column_scaled else None
+        self.s2 = np.ones(len(idx)) if self.t is not None else problem.scale[idx] ** 2
+        w2 = self.s2[:, None] if self.t is None else self.t**2  # the weight of d in each entry
         fixed = problem.fixed_mask[idx]
         value = problem.fixed_value[idx].astype(np.float64)
         self.lo = np.where(fixed, value, 0.0)
         self.hi = np.where(fixed, value, 1.0)
         h = problem.linear[idx]
-        self.g0 = h + self.s2[:, None] * d[None, :]
-        self.g0_err = _EPS * (np.abs(h) + self.s2[:, None] * np.abs(d)[None, :]).sum(axis=1)
+        self.g0 = h + w2 * d[None, :]
+        self.g0_err = _EPS * (np.abs(h) + w2 * np.abs(d)[None, :]).sum(axis=1)
         self.c = problem.offset[idx]
         self.start = np.clip(problem.prior[idx], self.lo, self.hi)
         self.gamma = 4.0 * (problem.n + 4) * _EPS
@@ -195,15 +203,26 @@ class _Rows:
     def certificate(self, U: np.ndarray) -> np.ndarray:
         """``(*)`` at ``U`` (rows, n) in the box, minus a bound on its float64 rounding error."""
         U = np.clip(U.astype(np.float64), self.lo, self.hi)
-        SU = U @ self.S
-        g = 2.0 * self.s2[:, None] * SU + self.g0
-        f = self.s2 * np.einsum("rc,rc->r", SU, U) + np.einsum("rc,rc->r", self.g0, U) + self.c
+        if self.t is not None:  # the quadratic part in y = t * u, its gradient t * 2 S y
+            Y = self.t * U
+            SY = Y @ self.S
+            g = 2.0 * self.t * SY + self.g0
+            quad = np.einsum("rc,rc->r", SY, Y)
+            aY = np.abs(Y)
+            aSY = aY @ self.absS
+            quad_err, grad_err = np.einsum("rc,rc->r", aSY, aY), 2.0 * self.t * aSY
+        else:
+            SU = U @ self.S
+            g = 2.0 * self.s2[:, None] * SU + self.g0
+            quad = self.s2 * np.einsum("rc,rc->r", SU, U)
+            aU = np.abs(U)
+            aSU = aU @ self.absS
+            quad_err, grad_err = self.s2 * np.einsum("rc,rc->r", aSU, aU), 2.0 * self.s2[:, None] * aSU
+        f = quad + np.einsum("rc,rc->r", self.g0, U) + self.c
         step = np.where(g > 0, self.lo - U, self.hi - U)
         lin = np.einsum("rc,rc->r", g, step)
-        aU = np.abs(U)
-        aSU = aU @ self.absS
-        err = self.gamma * (self.s2 * np.einsum("rc,rc->r", aSU, aU) + np.einsum("rc,rc->r", np.abs(self.g0), aU)
-                            + np.abs(self.c) + (2.0 * self.s2[:, None] * aSU + np.abs(self.g0)).sum(axis=1)
+        err = self.gamma * (quad_err + np.einsum("rc,rc->r", np.abs(self.g0), np.abs(U))
+                            + np.abs(self.c) + (grad_err + np.abs(self.g0)).sum(axis=1)
                             + np.abs(g * step).sum(axis=1)) + self.g0_err
         return f + lin - err
 
@@ -214,8 +233,12 @@ class _Rows:
         p = np.sqrt(dS)
         L = float(np.linalg.eigvalsh(self.S / p[:, None] / p[None, :])[-1])  # of the Jacobi-scaled S
         S32 = self.S.astype(T)
-        step = ((1.0 / (2.0 * self.s2 * max(L, _EPS)))[:, None] / dS[None, :]).astype(T)
+        if self.t is None:
+            step = ((1.0 / (2.0 * self.s2 * max(L, _EPS)))[:, None] / dS[None, :]).astype(T)
+        else:  # Jacobi step of the column-scaled curvature 2 T S T
+            step = ((1.0 / (2.0 * max(L, _EPS))) / (self.t**2 * dS[None, :])).astype(T)
         coef = (2.0 * self.s2[:, None]).astype(T)
+        t32 = None if self.t is None else self.t.astype(T)
         g0, lo, hi = self.g0.astype(T), self.lo.astype(T), self.hi.astype(T)
         V = self.start.astype(T)
         Y, t = V.copy(), 1.0
@@ -223,7 +246,8 @@ class _Rows:
         history = [(0, float(best.sum()))]
         it, slow = 0, 0
         for it in range(1, max_iter + 1):
-            Vn = np.clip(Y - step * (coef * (Y @ S32) + g0), lo, hi)
+            grad = coef * (Y @ S32) + g0 if t32 is None else 2 * t32 * ((t32 * Y) @ S32) + g0
+            Vn = np.clip(Y - step * grad, lo, hi)
             tn = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
             keep = (np.einsum("rc,rc->r", Y - Vn, Vn - V) <= 0)[:, None]  # restart where momentum hurts
             Y = Vn + T((t - 1.0) / tn) * (Vn - V) * keep

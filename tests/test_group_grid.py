@@ -155,3 +155,19 @@ def test_a_space_with_the_wrong_scale_shape_is_refused(tmp_path):
     sp = rounding_space(W, Grid(bits=3, group_size=4))
     with pytest.raises(ValueError, match=r"must both be \(3, 3\)"):
         type(sp)(**{**sp.__dict__, "s": sp.s[:, :2], "z": sp.z[:, :2]})
+
+
+def test_box_bound_certifies_column_scaled_rows():
+    """The shared-diagonal box bound on group-wise rows: below the proven optimum of every row
+    and far from trivial; lower_bound uses it for rows beyond the SDP's limit."""
+    from qubo_round.bounds import lower_bound
+    from qubo_round.box_bound import box_bound
+    _, W, H, *_ = _data(7, rows=8, cols=18)
+    p = covariance_problem(W, H, Grid(bits=2, group_size=5))
+    opt = get_solver("exact").solve(p).best_energies
+    b = box_bound(p)
+    assert (b.values <= opt + 1e-9 * (1 + np.abs(opt))).all()
+    assert b.values.sum() > 0.5 * opt.sum()  # a useful bound, not -inf or 0
+    lb = lower_bound(p, "auto", exact_max_free=0, bnb_seconds=None, sdp_max_free=0)
+    assert lb.method == "box" and (lb.values <= opt + 1e-9 * (1 + np.abs(opt))).all()
+    np.testing.assert_array_less(b.values - 1e-9, lb.values + 1e-9 * np.abs(lb.values))
