@@ -43,16 +43,17 @@ METRICS = ("mean_cosine", "nn_top1", "nn_top10_overlap")
 
 
 def _config(method: str, bits: int, seed: int, iterations: int, reconstruction: str, polish: bool = True,
-            scale_method: str = "mse", group_size: int = 0) -> QuantConfig:
+            scale_method: str = "mse", group_size: int = 0, holdout: float = 0.0) -> QuantConfig:
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
     return QuantConfig(bits=bits, granularity="channel", scheme="symmetric", scale_method=scale_method,
                        group_size=group_size or None, solver=method,
-                       solver_params=params, seed=seed, reconstruction=reconstruction, polish=polish)
+                       solver_params=params, seed=seed, reconstruction=reconstruction, polish=polish,
+                       holdout=holdout)
 
 
 def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
         reconstructions=("asymmetric",), polish: bool = True, scale_methods=("mse",),
-        group_sizes=(0,)) -> list[dict]:
+        group_sizes=(0,), holdout: float = 0.0) -> list[dict]:
     t_all = time.perf_counter()
     bundle = load_model("minilm")  # also embeds the evaluation sentences with the float model
     calib = bundle.calibration(samples, seed)
@@ -73,7 +74,7 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
              for r in (reconstructions if m != "nearest" else ("-",))]
     for bits, scale_method, group, method, recon in cells:
         config = _config(method, bits, seed, iterations, recon if recon != "-" else "asymmetric", polish,
-                         scale_method, group)
+                         scale_method, group, holdout if method != "nearest" else 0.0)
         load0 = os.getloadavg()
         cpu0 = time.process_time()
         t = time.perf_counter()
@@ -90,6 +91,7 @@ def run(bits_list, methods, samples: int, seed: int, iterations: int, out: Path,
                          polish_seconds=sum(r.polish_seconds for r in report.layers),
                          loss=report.loss,
                          nearest_loss=report.nearest_loss,
+                         holdout_loss=(sum(r.holdout_loss for r in report.layers) if holdout else None),
                          layers=report.rows())
         cpu = time.process_time() - cpu0
         t = time.perf_counter()
@@ -150,6 +152,21 @@ def to_markdown(records: list[dict], header: dict) -> str:
         lines.append(f"| {bits} | {grid} | {r['method']} | {r.get('reconstruction', '-')} | {m('mean_cosine', 4)} | "
                      f"{m('nn_top1', 3)} | {m('nn_top10_overlap', 3)} | {f('quantize_seconds')} | {f('stats_seconds')} | "
                      f"{f('solver_seconds')} | {f('polish_seconds')} | {f('eval_seconds')} | {load} |")
+    held = [r for r in records if r.get("holdout_loss") is not None]
+    if held:
+        lines += ["", "## Layer losses on the held-out calibration batches", "",
+                  "Each layer's reconstruction loss on the calibration batches held out of its problem "
+                  "(`QuantConfig.holdout`), per method; the last column is the first method's over the second's.", "",
+                  "| layer | " + " | ".join(f"{r['method']} {r['bits']}b" for r in held)
+                  + (" | ratio |" if len(held) == 2 else " |"),
+                  "|---|" + "---|" * (len(held) + (len(held) == 2))]
+        by = [{row["name"]: row for row in r["layers"]} for r in held]
+        for name in by[0]:
+            vals = [b[name]["holdout_loss"] for b in by]
+            ratio = f" | {vals[0] / vals[1]:.3f}" if len(vals) == 2 and vals[1] else ""
+            lines.append(f"| {name} | " + " | ".join(f"{v:.4g}" for v in vals) + ratio + " |")
+        lines.append("| **total** | " + " | ".join(f"{r['holdout_loss']:.4g}" for r in held)
+                     + (f" | {held[0]['holdout_loss'] / held[1]['holdout_loss']:.3f}" if len(held) == 2 else "") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,6 +182,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-polish", action="store_true", help="the solvers' own roundings (QuantConfig(polish=False))")
     ap.add_argument("--scale-method", nargs="+", choices=["minmax", "mse"], default=["mse"],
                     help="weight scales: max-abs (minmax) or the MSE search (default)")
+    ap.add_argument("--holdout", type=float, default=0.0,
+                    help="fraction of calibration batches held out of every layer's problem (QuantConfig.holdout); "
+                         "the report then lists each layer's held-out loss per method")
     ap.add_argument("--group-size", nargs="+", type=int, default=[0],
                     help="columns per scale group; 0 = one scale per output channel (default)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm"))
@@ -173,7 +193,7 @@ def main(argv=None) -> int:
     logging.getLogger("qubo_round.pipeline.run").setLevel(logging.INFO)
     run(args.bits, args.methods, args.samples, args.seed, args.adaround_iterations, args.out,
         tuple(args.reconstruction), polish=not args.no_polish, scale_methods=tuple(args.scale_method),
-        group_sizes=tuple(args.group_size))
+        group_sizes=tuple(args.group_size), holdout=args.holdout)
     return 0
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .common import StudyContext, accuracy, bundle, mean_std, pm, quantize, threads
+from .common import Lab, StudyContext, mean_std, pm, threads
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +39,27 @@ MINILM_ITERATIONS = 200
 MINILM_ADAROUND = ((4, "tensor"), (4, "channel"))
 
 
-def _digits_cell(method: str, bits: int, gran: str, seed: int, samples: int) -> dict:
+def _digits_cell(lab: Lab, method: str, bits: int, gran: str, seed: int, samples: int) -> dict:
     from qubo_round.pipeline import QuantConfig
     from qubo_round.pipeline.nearest import nearest_model
 
-    b = bundle("digits")
+    b = lab.bundle("digits")
     cfg = QuantConfig(bits=bits, granularity=gran, solver=method, seed=seed, polish=False)
     t0 = time.perf_counter()
     if method == "nearest":
         q = nearest_model(b.model, b.calibration(1, seed), cfg)
         extra = {}
     else:
-        q, rep = quantize(b.calibration(samples, seed), cfg)
+        q, rep = lab.quantize(b.calibration(samples, seed), cfg)
         extra = {"loss": rep.loss, "nearest_loss": rep.nearest_loss}
-    return {"accuracy": accuracy(q), "seconds": time.perf_counter() - t0, **extra}
+    return {"accuracy": lab.accuracy(q), "seconds": time.perf_counter() - t0, **extra}
 
 
-def _minilm_cell(method: str, bits: int, gran: str, seed: int, samples: int, iterations: int) -> dict:
+def _minilm_cell(lab: Lab, method: str, bits: int, gran: str, seed: int, samples: int, iterations: int) -> dict:
     from qubo_round.pipeline import QuantConfig
     from qubo_round.pipeline.nearest import nearest_model
 
-    b = bundle("minilm")  # loads the model and embeds the evaluation sentences once per process
+    b = lab.bundle("minilm")  # loads the model and embeds the evaluation sentences once per run
     calib = b.calibration(samples, seed)
     params = {"iterations": iterations, "lr": 0.1} if method == "adaround" else {}
     cfg = QuantConfig(bits=bits, granularity=gran, solver=method, solver_params=params, seed=seed,
@@ -69,7 +69,7 @@ def _minilm_cell(method: str, bits: int, gran: str, seed: int, samples: int, ite
         q = nearest_model(b.model, calib[0], cfg)
         extra = {}
     else:
-        q, rep = quantize(calib, cfg, "minilm")
+        q, rep = lab.quantize(calib, cfg, "minilm")
         extra = {"loss": rep.loss, "nearest_loss": rep.nearest_loss}
     seconds = time.perf_counter() - t0
     return {**b.evaluate(q), "seconds": seconds, **extra}
@@ -93,6 +93,7 @@ def _plot(ctx: StudyContext, stem: str, caption: str, rows: list[dict], ylabel: 
 
 
 def digits_part(ctx: StudyContext) -> None:
+    lab = ctx.lab
     bits_list = ctx.pick([2, 3, 4], [2])
     seeds = [ctx.seed + i for i in range(ctx.pick(3, 2))]
     methods = ctx.pick(DIGITS_METHODS, ("nearest", "gptq"))
@@ -104,9 +105,9 @@ def digits_part(ctx: StudyContext) -> None:
         key = {"study": "bits-granularity", "v": VERSION, "model": "digits", "method": m, "bits": b,
                "granularity": g, "seed": s, "samples": samples}
         runs.append({"model": "digits", "method": m, "bits": b, "granularity": g, "seed": s,
-                     **ctx.cell(key, lambda: _digits_cell(m, b, g, s, samples))})
+                     **ctx.cell(key, lambda: _digits_cell(lab, m, b, g, s, samples))})
     float_acc = ctx.cell({"study": "bits-granularity", "model": "digits", "method": "float"},
-                         lambda: accuracy(bundle("digits").model))
+                         lambda: lab.accuracy(lab.bundle("digits").model))
     ctx.text(f"""
 ## Digits CNN (float test accuracy {100 * float_acc:.2f}%)
 
@@ -150,6 +151,7 @@ covariance form.
 
 
 def minilm_part(ctx: StudyContext) -> None:
+    lab = ctx.lab
     if ctx.quick:
         ctx.text("## all-MiniLM-L6-v2\n\nSkipped in quick mode (loading the model and embedding its "
                  "evaluation sentences alone takes ~15-25 s).")
@@ -163,7 +165,7 @@ def minilm_part(ctx: StudyContext) -> None:
         key = {"study": "bits-granularity", "v": VERSION, "model": "minilm", "method": m, "bits": b,
                "granularity": g, "seed": ctx.seed, "samples": samples, "iterations": iters}
         runs.append({"model": "minilm", "method": m, "bits": b, "granularity": g, "seed": ctx.seed,
-                     "iterations": iters, **ctx.cell(key, lambda: _minilm_cell(m, b, g, ctx.seed, samples, iters))})
+                     "iterations": iters, **ctx.cell(key, lambda: _minilm_cell(lab, m, b, g, ctx.seed, samples, iters))})
     subset = ", ".join(f"{b}-bit per-{g}" for b, g in MINILM_ADAROUND)
     ctx.text(f"""
 ## all-MiniLM-L6-v2

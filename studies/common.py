@@ -113,6 +113,7 @@ class StudyContext:
         out: results folder (``NAME.md``, ``*.csv``, ``*.png``).
         cache: cell cache folder (``None``: no caching).
         progress: show tqdm bars.
+        lab: what the run loads once (:class:`Lab`: bundles, memoised problems).
     """
 
     name: str
@@ -126,6 +127,7 @@ class StudyContext:
     _files: list[str] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
+    lab: "Lab" = field(default_factory=lambda: Lab())
 
     # --- choosing sizes -------------------------------------------------------------------
     def pick(self, full, quick):
@@ -262,27 +264,34 @@ def one_thread():
     return threads(1)
 
 
-# --- digits helpers shared by several studies ----------------------------------------------
+# --- what a study run loads once -----------------------------------------------------------
 
-_BUNDLES: dict[str, Any] = {}
+class Lab:
+    """What one study run loads once and shares between its cells: model bundles and memoised
+    intermediate results (layer problems, rounding spaces). Each :class:`StudyContext` owns one
+    (``ctx.lab``), so nothing outlives the run and two runs in one process share nothing."""
 
+    def __init__(self) -> None:
+        self._memo: dict[Any, Any] = {}
 
-def bundle(name: str = "digits"):
-    """The model-zoo bundle (loaded once per process)."""
-    from qubo_round.zoo import load_model
+    def memo(self, key, fn: Callable[[], Any]) -> Any:
+        """``fn()``, computed once per ``key`` (hashable, naming everything the value depends on)."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
 
-    if name not in _BUNDLES:
-        _BUNDLES[name] = load_model(name)
-    return _BUNDLES[name]
+    def bundle(self, name: str = "digits"):
+        """The model-zoo bundle ``name`` (loaded once per run)."""
+        from qubo_round.zoo import load_model
 
+        return self.memo(("bundle", name), lambda: load_model(name))
 
-def accuracy(model, name: str = "digits") -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on the bundle's held-out split."""
-    return float(bundle(name).evaluate(model)["accuracy"])
+    def accuracy(self, model, name: str = "digits") -> float:
+        """Top-1 accuracy in [0, 1] of ``model`` on the bundle's held-out split."""
+        return float(self.bundle(name).evaluate(model)["accuracy"])
 
+    def quantize(self, calib, config, name: str = "digits"):
+        """``quantize_model`` on the bundle's float model, without progress bars or a run directory."""
+        from qubo_round.pipeline import quantize_model
 
-def quantize(calib, config, name: str = "digits"):
-    """``quantize_model`` on the bundle's float model, without progress bars or a run directory."""
-    from qubo_round.pipeline import quantize_model
-
-    return quantize_model(bundle(name).model, calib, config, progress=False)
+        return quantize_model(self.bundle(name).model, calib, config, progress=False)

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .common import StudyContext, bundle, fmt, one_thread
+from .common import Lab, StudyContext, fmt, one_thread
 from .rounding_choice import (BITS, GRANULARITY, calibration, calibration_labels, energy, fixed_rounding,
                               problems, quantized_model, solve, solve_portfolio, stochastic_rounding)
 
@@ -38,50 +38,50 @@ TARGETS = {"dce_calib": "Δ cross-entropy, calibration", "dce_test": "Δ cross-e
 VERSION = 1
 
 
-def task(model, n: int, seed: int) -> dict:
+def task(lab: Lab, model, n: int, seed: int) -> dict:
     """Mean cross-entropy on the labelled calibration images and on the test split, and the test
     accuracy of ``model``."""
     import torch
     import torch.nn.functional as F
 
-    xc, yc = calibration(n, seed), calibration_labels(n, seed)
-    xt, yt = bundle().evaluation()
+    xc, yc = calibration(lab, n, seed), calibration_labels(n, seed)
+    xt, yt = lab.bundle().evaluation()
     with torch.no_grad():
         lc, lt = model(xc), model(xt)
     return {"ce_calib": float(F.cross_entropy(lc, yc)), "ce_test": float(F.cross_entropy(lt, yt)),
             "accuracy": float((lt.argmax(-1) == yt).float().mean())}
 
 
-def _point(layer: str, n: int, seed: int, Vs: list[np.ndarray], ref: dict) -> dict:
-    t = task(quantized_model({layer: Vs}), n, seed)
-    e = {k: energy(layer, f, n, seed, Vs) for k, (f, _) in ENERGIES.items()}
+def _point(lab: Lab, layer: str, n: int, seed: int, Vs: list[np.ndarray], ref: dict) -> dict:
+    t = task(lab, quantized_model(lab, {layer: Vs}), n, seed)
+    e = {k: energy(lab, layer, f, n, seed, Vs) for k, (f, _) in ENERGIES.items()}
     e["E13"] *= 0.5  # the problem's energy is dw^T H dw; eq. 13's term is half of it
     return {**e, "dce_calib": t["ce_calib"] - ref["ce_calib"], "dce_test": t["ce_test"] - ref["ce_test"],
             "accuracy": t["accuracy"]}
 
 
-def _marked(layer: str, n: int, seed: int, iterations: int, portfolio) -> dict[str, list[np.ndarray]]:
+def _marked(lab: Lab, layer: str, n: int, seed: int, iterations: int, portfolio) -> dict[str, list[np.ndarray]]:
     """Nearest and the optimised roundings of ``layer``."""
-    out = {"nearest": fixed_rounding(layer, "nearest")}
+    out = {"nearest": fixed_rounding(lab, layer, "nearest")}
     for key, form in (("eq. 20 optimum", "covariance"), ("eq. 17-18 optimum", "row-hessian")):
-        worst = max(int(p.num_free.max()) for p in problems(layer, form, n, seed))
+        worst = max(int(p.num_free.max()) for p in problems(lab, layer, form, n, seed))
         spec = "exact" if worst <= 24 else "anneal/thorough"
-        out[key if spec == "exact" else key.replace("optimum", "best (anneal/thorough)")] = solve(layer, form, n, seed, spec)
-    free = int(problems(layer, "full-hessian", n, seed)[0].num_free.max())
+        out[key if spec == "exact" else key.replace("optimum", "best (anneal/thorough)")] = solve(lab, layer, form, n, seed, spec)
+    free = int(problems(lab, layer, "full-hessian", n, seed)[0].num_free.max())
     pf = [s for s in portfolio if s[0] != "sdp" or free <= 300]
-    out["eq. 16 best found"], _ = solve_portfolio(layer, "full-hessian", n, seed, pf)
-    out["AdaRound"] = solve(layer, "covariance", n, seed, "adaround", {"iterations": iterations})
+    out["eq. 16 best found"], _ = solve_portfolio(lab, layer, "full-hessian", n, seed, pf)
+    out["AdaRound"] = solve(lab, layer, "covariance", n, seed, "adaround", {"iterations": iterations})
     return out
 
 
-def _cell(layer: str, n: int, seed: int, k: int, iterations: int, portfolio) -> dict:
+def _cell(lab: Lab, layer: str, n: int, seed: int, k: int, iterations: int, portfolio) -> dict:
     t0 = time.perf_counter()
-    ref = task(bundle().model, n, seed)
+    ref = task(lab, lab.bundle().model, n, seed)
     rng = np.random.default_rng([seed, 3])
     with one_thread():
-        samples = [_point(layer, n, seed, stochastic_rounding(layer, rng), ref) for _ in range(k)]
-        marked = {name: _point(layer, n, seed, Vs, ref)
-                  for name, Vs in _marked(layer, n, seed, iterations, portfolio).items()}
+        samples = [_point(lab, layer, n, seed, stochastic_rounding(lab, layer, rng), ref) for _ in range(k)]
+        marked = {name: _point(lab, layer, n, seed, Vs, ref)
+                  for name, Vs in _marked(lab, layer, n, seed, iterations, portfolio).items()}
     return {"float": ref, "samples": samples, "marked": marked, "seconds": time.perf_counter() - t0}
 
 
@@ -145,6 +145,7 @@ def _figure(ctx: StudyContext, layer: str, res: dict) -> None:
 
 
 def run(ctx: StudyContext) -> None:
+    lab = ctx.lab
     n = ctx.pick(1024, 256)
     k = ctx.pick(100, 20)
     iterations = ctx.pick(10000, 300)
@@ -164,7 +165,7 @@ def run(ctx: StudyContext) -> None:
     for layer in ctx.bar(layers, "layers"):
         key = {"study": "cost-vs-accuracy", "layer": layer, "n": n, "seed": seed, "k": k, "iterations": iterations,
                "portfolio": portfolio, "bits": BITS, "granularity": GRANULARITY, "version": VERSION}
-        res = ctx.cell(key, lambda layer=layer: _cell(layer, n, seed, k, iterations, portfolio))
+        res = ctx.cell(key, lambda layer=layer: _cell(lab, layer, n, seed, k, iterations, portfolio))
         corr = correlations(res["samples"], seed, boot)
         ctx.text(f"## Layer {layer}\n\nFloat network: calibration cross-entropy {res['float']['ce_calib']:.4f}, "
                  f"test cross-entropy {res['float']['ce_test']:.4f}, test accuracy "

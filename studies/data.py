@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from .common import StudyContext, bundle, mean_std, one_thread, pm, quantize
+from .common import Lab, StudyContext, mean_std, one_thread, pm
 from .relaxation_design import BITS, GRANULARITY, ITERATIONS, task_metrics
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ METHODS = {"adaround": "adaround/fast", "gptq": "gptq"}
 
 # --- calibration domains ------------------------------------------------------------------
 
-def _digits(n: int, seed: int) -> torch.Tensor:
-    return bundle().calibration(n, seed)
+def _digits(lab: Lab, n: int, seed: int) -> torch.Tensor:
+    return lab.bundle().calibration(n, seed)
 
 
-def _shifted(n: int, seed: int, max_shift: int = 2) -> torch.Tensor:
+def _shifted(lab: Lab, n: int, seed: int, max_shift: int = 2) -> torch.Tensor:
     """Digits moved by (dy, dx) in [-max_shift, max_shift]^2, not both 0; vacated pixels are 0."""
-    x = _digits(n, seed)
+    x = _digits(lab, n, seed)
     g = torch.Generator().manual_seed(seed + 10_000)
     out = torch.zeros_like(x)
     for i in range(n):
@@ -55,25 +55,25 @@ def _shifted(n: int, seed: int, max_shift: int = 2) -> torch.Tensor:
     return out
 
 
-def _noised(n: int, seed: int, sigma: float = 0.25) -> torch.Tensor:
+def _noised(lab: Lab, n: int, seed: int, sigma: float = 0.25) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed + 20_000)
-    x = _digits(n, seed)
+    x = _digits(lab, n, seed)
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp_(0.0, 1.0)
 
 
-def _inverted(n: int, seed: int) -> torch.Tensor:
-    return 1.0 - _digits(n, seed)
+def _inverted(lab: Lab, n: int, seed: int) -> torch.Tensor:
+    return 1.0 - _digits(lab, n, seed)
 
 
-def _transposed(n: int, seed: int) -> torch.Tensor:
-    return _digits(n, seed).transpose(-1, -2).contiguous()
+def _transposed(lab: Lab, n: int, seed: int) -> torch.Tensor:
+    return _digits(lab, n, seed).transpose(-1, -2).contiguous()
 
 
-def _uniform(n: int, seed: int) -> torch.Tensor:
+def _uniform(lab: Lab, n: int, seed: int) -> torch.Tensor:
     return torch.rand((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed + 30_000))
 
 
-def _photos(n: int, seed: int) -> torch.Tensor:
+def _photos(lab: Lab, n: int, seed: int) -> torch.Tensor:
     """Random square crops (16 to 128 pixels) of scikit-learn's two sample photos (china, flower),
     grey, averaged down to 8 x 8, in [0, 1]."""
     import numpy as np
@@ -92,7 +92,8 @@ def _photos(n: int, seed: int) -> torch.Tensor:
     return out
 
 
-#: name -> (description, generator ``(n, seed) -> (n, 1, 8, 8)`` float32 in [0, 1]).
+#: name -> (description, generator ``(lab, n, seed) -> (n, 1, 8, 8)`` float32 in [0, 1]; ``lab``
+#: gives the digits bundle).
 DOMAINS = {
     "digits": ("digits, training split (in-domain)", _digits),
     "shifted": ("digits shifted by up to 2 px", _shifted),
@@ -104,28 +105,29 @@ DOMAINS = {
 }
 
 
-def calibration_set(domain: str, n: int, seed: int) -> torch.Tensor:
+def calibration_set(lab: Lab, domain: str, n: int, seed: int) -> torch.Tensor:
     """``n`` calibration inputs of ``domain`` (a key of :data:`DOMAINS`), drawn with ``seed``."""
-    return DOMAINS[domain][1](n, seed)
+    return DOMAINS[domain][1](lab, n, seed)
 
 
 # --- cells --------------------------------------------------------------------------------
 
-def _run_one(method: str, domain: str, n: int, seed: int, iterations: int) -> dict:
+def _run_one(lab: Lab, method: str, domain: str, n: int, seed: int, iterations: int) -> dict:
     from qubo_round.pipeline import QuantConfig
 
     params = {"iterations": iterations} if method == "adaround" else {}
     cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver=METHODS[method], solver_params=params, seed=seed,
                       polish=False)  # the solvers' own roundings (this study predates the polish)
     t0 = time.perf_counter()
-    qmodel, report = quantize(calibration_set(domain, n, seed), cfg)
-    return {**task_metrics(qmodel), "loss": report.loss, "seconds": time.perf_counter() - t0}
+    qmodel, report = lab.quantize(calibration_set(lab, domain, n, seed), cfg)
+    return {**task_metrics(lab, qmodel), "loss": report.loss, "seconds": time.perf_counter() - t0}
 
 
 def _cell(ctx: StudyContext, method: str, domain: str, n: int, seed: int, iterations: int) -> dict:
+    lab = ctx.lab
     key = {"study": "data", "v": 1, "method": method, "domain": domain, "n": n, "seed": seed, "bits": BITS,
            "granularity": GRANULARITY, "iterations": iterations if method == "adaround" else None}
-    return ctx.cell(key, lambda: _run_one(method, domain, n, seed, iterations))
+    return ctx.cell(key, lambda: _run_one(lab, method, domain, n, seed, iterations))
 
 
 def run(ctx: StudyContext) -> None:
@@ -134,6 +136,7 @@ def run(ctx: StudyContext) -> None:
 
 
 def _run(ctx: StudyContext) -> None:
+    lab = ctx.lab
     iterations = ctx.pick(ITERATIONS, 40)
     sizes = ctx.pick(SIZES, (16, 64))
     seeds = [ctx.seed + i for i in range(ctx.pick(SEEDS, 1))]
@@ -148,8 +151,8 @@ def _run(ctx: StudyContext) -> None:
         res[m, d, n, s] = _cell(ctx, m, d, n, s, iterations)
     # nearest on the MSE grid uses no calibration data (the data only enter the report's losses)
     near = ctx.cell({"study": "data", "v": 1, "method": "nearest", "bits": BITS, "granularity": GRANULARITY},
-                    _nearest)
-    flt = task_metrics(bundle().model)
+                    lambda: _nearest(lab))
+    flt = task_metrics(lab, lab.bundle().model)
 
     ctx.csv("runs", [{"method": m, "domain": d, "n": n, "seed": s, "bits": BITS, "granularity": GRANULARITY,
                       "iterations": iterations if m == "adaround" else "", **{k: v for k, v in r.items()}}
@@ -187,12 +190,12 @@ def _run(ctx: StudyContext) -> None:
     ctx.csv("domains", drows)
 
 
-def _nearest() -> dict:
+def _nearest(lab: Lab) -> dict:
     from qubo_round.pipeline import QuantConfig
     from qubo_round.pipeline.nearest import nearest_model
 
     cfg = QuantConfig(bits=BITS, granularity=GRANULARITY)
-    return task_metrics(nearest_model(bundle().model, _digits(1, 0), cfg))
+    return task_metrics(lab, nearest_model(lab.bundle().model, _digits(lab, 1, 0), cfg))
 
 
 def _plot(ctx: StudyContext, sizes, seeds, res, near, flt) -> None:

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import StudyContext, bundle, fmt, mean_std, one_thread, pm, quantize
+from .common import Lab, StudyContext, fmt, mean_std, one_thread, pm
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +77,29 @@ def variants(iterations: int) -> list[Variant]:
     ]
 
 
-def task_metrics(model) -> dict[str, float]:
+def task_metrics(lab: Lab, model) -> dict[str, float]:
     """Test accuracy and cross-entropy of ``model`` on the digits test split, and the mean KL
     divergence of its softmax from the float network's."""
     import torch
     import torch.nn.functional as F
 
-    x, y = bundle().evaluation()
+    x, y = lab.bundle().evaluation()
     with torch.no_grad():
         logits = model(x)
-        ref = bundle().model(x)
+        ref = lab.bundle().model(x)
     kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(ref, -1), log_target=True, reduction="batchmean")
     return {"accuracy": float((logits.argmax(-1) == y).float().mean()),
             "test_ce": float(F.cross_entropy(logits, y)), "kl_to_float": float(kl)}
 
 
-def run_variant(config_kw: dict, seed: int, calib: int) -> dict:
+def run_variant(lab: Lab, config_kw: dict, seed: int, calib: int) -> dict:
     """One pipeline run of the digits CNN; returns the cell's JSON-able result."""
     from qubo_round.pipeline import QuantConfig
 
     cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, seed=seed, polish=False, **config_kw)
     t0 = time.perf_counter()
-    qmodel, report = quantize(bundle().calibration(calib, seed), cfg)
-    return {**task_metrics(qmodel), "loss": report.loss,
+    qmodel, report = lab.quantize(lab.bundle().calibration(calib, seed), cfg)
+    return {**task_metrics(lab, qmodel), "loss": report.loss,
             "nearest_loss": report.nearest_loss,
             "layers": {r.name: {"loss": r.loss, "form": r.form, "changed": r.changed_fraction}
                        for r in report.layers},
@@ -107,9 +107,10 @@ def run_variant(config_kw: dict, seed: int, calib: int) -> dict:
 
 
 def _cell(ctx: StudyContext, v: Variant, seed: int, calib: int) -> dict:
+    lab = ctx.lab
     key = {"study": "relaxation-design", "v": 1, "variant": v.key, "config": v.config, "bits": BITS,
            "granularity": GRANULARITY, "seed": seed, "calib": calib}
-    return ctx.cell(key, lambda: run_variant(v.config, seed, calib))
+    return ctx.cell(key, lambda: run_variant(lab, v.config, seed, calib))
 
 
 TABLES = {
@@ -128,6 +129,7 @@ def run(ctx: StudyContext) -> None:
 
 
 def _run(ctx: StudyContext) -> None:
+    lab = ctx.lab
     iterations = ctx.pick(ITERATIONS, 40)
     calib = ctx.pick(CALIB, 64)
     seeds = [ctx.seed + i for i in range(ctx.pick(SEEDS, 1))]
@@ -136,7 +138,7 @@ def _run(ctx: StudyContext) -> None:
     results: dict[str, list[dict]] = {v.key: [] for v in vs}
     for v, seed in ctx.bar([(v, s) for v in vs for s in seeds], "variants x seeds"):
         results[v.key].append(_cell(ctx, v, seed, calib))
-    float_acc = task_metrics(bundle().model)
+    float_acc = task_metrics(lab, lab.bundle().model)
     ctx.text(f"Digits CNN (float test accuracy {100 * float_acc['accuracy']:.2f}%, test cross-entropy "
              f"{float_acc['test_ce']:.4f}), every layer quantized to **{BITS}-bit per-{GRANULARITY} symmetric** weights "
              f"through the pipeline (sequential, batch norm folded), {calib} calibration images of the "
@@ -186,6 +188,7 @@ def _run(ctx: StudyContext) -> None:
 
 
 def _figure(ctx: StudyContext, vs: list[Variant], results: dict) -> None:
+    lab = ctx.lab
     import numpy as np
 
     keys = [v.key for v in vs]
@@ -209,7 +212,7 @@ def _figure(ctx: StudyContext, vs: list[Variant], results: dict) -> None:
             m = mean_std([100 * r["accuracy"] for r in results[k]])[0]
             if m < low:
                 axes[0].text(low + 0.3, i, f"{m:.1f} (off scale)", va="center", fontsize=8, color="black")
-        axes[0].axvline(100 * task_metrics(bundle().model)["accuracy"], color="black", ls=":", label="float")
+        axes[0].axvline(100 * task_metrics(lab, lab.bundle().model)["accuracy"], color="black", ls=":", label="float")
         axes[0].legend(fontsize=8, loc="lower right")
         from matplotlib.ticker import NullFormatter
 

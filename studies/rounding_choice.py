@@ -34,7 +34,7 @@ import numpy as np
 
 from qubo_round.bounds import relative_gap
 
-from .common import StudyContext, accuracy, bundle, fmt, mean_std, one_thread, pm, quantize
+from .common import Lab, StudyContext, fmt, mean_std, one_thread, pm
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def grid(bits: int = BITS):
     return Grid(bits=bits, granularity=GRANULARITY)
 
 
-def calibration(n: int, seed: int):
+def calibration(lab: Lab, n: int, seed: int):
     """``n`` training-split images drawn with ``seed`` (the bundle's calibration sample)."""
-    return bundle().calibration(n, seed)
+    return lab.bundle().calibration(n, seed)
 
 
 def calibration_labels(n: int, seed: int):
@@ -103,39 +103,32 @@ def calibration_labels(n: int, seed: int):
     return y[idx].clone()
 
 
-_PROBLEMS: dict[tuple, list] = {}
-
-
-def problems(layer: str, form: str, n: int, seed: int, bits: int = BITS) -> list:
+def problems(lab: Lab, layer: str, form: str, n: int, seed: int, bits: int = BITS) -> list:
     """The layer-wise problems (one per group) of ``layer`` in ``form`` on the float network,
-    built from :func:`calibration` ``(n, seed)``; memoised for the process."""
+    built from :func:`calibration` ``(n, seed)``; memoised for the run (``lab``)."""
     from qubo_round.extract import layer_problems
 
-    key = (layer, form, n, seed, bits)
-    if key not in _PROBLEMS:
+    def build():
         with one_thread():
-            _PROBLEMS[key] = layer_problems(bundle().model, layer, calibration(n, seed), grid(bits), form=form)
-    return _PROBLEMS[key]
+            return layer_problems(lab.bundle().model, layer, calibration(lab, n, seed), grid(bits), form=form)
+
+    return lab.memo(("problems", layer, form, n, seed, bits), build)
 
 
-_SPACES: dict[tuple, list] = {}
-
-
-def spaces(layer: str, bits: int = BITS) -> list:
+def spaces(lab: Lab, layer: str, bits: int = BITS) -> list:
     """Rounding spaces of ``layer`` (the grid depends on the weights only: the same in every
-    form); memoised for the process."""
+    form); memoised for the run (``lab``)."""
     from qubo_round.grid import rounding_space
     from qubo_round.layers import get_layer
 
-    if (layer, bits) not in _SPACES:
-        _SPACES[layer, bits] = [rounding_space(W, grid(bits)) for W in get_layer(bundle().model, layer).weights()]
-    return _SPACES[layer, bits]
+    return lab.memo(("spaces", layer, bits), lambda: [rounding_space(W, grid(bits))
+                                                      for W in get_layer(lab.bundle().model, layer).weights()])
 
 
-def fixed_rounding(layer: str, kind: str, bits: int = BITS) -> list[np.ndarray]:
+def fixed_rounding(lab: Lab, layer: str, kind: str, bits: int = BITS) -> list[np.ndarray]:
     """``nearest``, ``floor`` or ``ceil`` roundings ``V`` (one per group) of ``layer``."""
     out = []
-    for sp in spaces(layer, bits):
+    for sp in spaces(lab, layer, bits):
         if kind == "nearest":
             out.append(sp.nearest())
         else:
@@ -143,45 +136,45 @@ def fixed_rounding(layer: str, kind: str, bits: int = BITS) -> list[np.ndarray]:
     return out
 
 
-def stochastic_rounding(layer: str, rng: np.random.Generator, bits: int = BITS) -> list[np.ndarray]:
+def stochastic_rounding(lab: Lab, layer: str, rng: np.random.Generator, bits: int = BITS) -> list[np.ndarray]:
     """One stochastic rounding: ``P(V = 1) = frac(W / s)`` independently per weight."""
     return [np.where(sp.fixed_mask, sp.fixed_value, rng.random(sp.shape) < sp.frac).astype(np.uint8)
-            for sp in spaces(layer, bits)]
+            for sp in spaces(lab, layer, bits)]
 
 
-def quantized_model(roundings: dict[str, list[np.ndarray]], bits: int = BITS):
+def quantized_model(lab: Lab, roundings: dict[str, list[np.ndarray]], bits: int = BITS):
     """A copy of the float model with each named layer's weights set to its rounding ``V``."""
     from qubo_round.layers import get_layer
 
-    m = copy.deepcopy(bundle().model)
+    m = copy.deepcopy(lab.bundle().model)
     for layer, Vs in roundings.items():
-        get_layer(m, layer).write_back([sp.dequantize(V) for sp, V in zip(spaces(layer, bits), Vs)])
+        get_layer(m, layer).write_back([sp.dequantize(V) for sp, V in zip(spaces(lab, layer, bits), Vs)])
     return m
 
 
-def energy(layer: str, form: str, n: int, seed: int, Vs: list[np.ndarray]) -> float:
+def energy(lab: Lab, layer: str, form: str, n: int, seed: int, Vs: list[np.ndarray]) -> float:
     """Energy (summed over groups) of the rounding ``Vs`` in the layer's ``form`` problem."""
-    return float(sum(p.energy(p.from_rounding(V)) for p, V in zip(problems(layer, form, n, seed), Vs)))
+    return float(sum(p.energy(p.from_rounding(V)) for p, V in zip(problems(lab, layer, form, n, seed), Vs)))
 
 
-def solve(layer: str, form: str, n: int, seed: int, spec: str, params: dict | None = None) -> list[np.ndarray]:
+def solve(lab: Lab, layer: str, form: str, n: int, seed: int, spec: str, params: dict | None = None) -> list[np.ndarray]:
     """Roundings ``V`` of ``layer`` from solver ``spec`` on its ``form`` problems."""
     from qubo_round.solvers import get_solver
 
     solver = get_solver(spec, **(params or {}))
     with one_thread():
-        return [p.to_rounding(solver.solve(p, seed=seed).best) for p in problems(layer, form, n, seed)]
+        return [p.to_rounding(solver.solve(p, seed=seed).best) for p in problems(lab, layer, form, n, seed)]
 
 
-def solve_qubo(layer: str, form: str, n: int, seed: int, heuristic: str) -> tuple[list[np.ndarray], str]:
+def solve_qubo(lab: Lab, layer: str, form: str, n: int, seed: int, heuristic: str) -> tuple[list[np.ndarray], str]:
     """The QUBO of ``layer`` solved exactly when every row has at most EXACT_MAX_FREE free
     variables, else by ``heuristic``; returns ``(roundings, solver used)``."""
-    worst = max(int(p.num_free.max()) for p in problems(layer, form, n, seed))
+    worst = max(int(p.num_free.max()) for p in problems(lab, layer, form, n, seed))
     spec = "exact" if worst <= EXACT_MAX_FREE else heuristic
-    return solve(layer, form, n, seed, spec), spec
+    return solve(lab, layer, form, n, seed, spec), spec
 
 
-def solve_portfolio(layer: str, form: str, n: int, seed: int, portfolio) -> tuple[list[np.ndarray], dict]:
+def solve_portfolio(lab: Lab, layer: str, form: str, n: int, seed: int, portfolio) -> tuple[list[np.ndarray], dict]:
     """The ``portfolio`` composite solver (every solver of ``portfolio``, ``((spec, params), ...)``,
     on each problem; per row the lowest energy). Returns the roundings and each solver's total
     energy."""
@@ -190,7 +183,7 @@ def solve_portfolio(layer: str, form: str, n: int, seed: int, portfolio) -> tupl
     solver = get_solver("portfolio", solvers=tuple(s for s, _ in portfolio), params=tuple(p for _, p in portfolio))
     Vs, energies = [], {}
     with one_thread():
-        for p in problems(layer, form, n, seed):
+        for p in problems(lab, layer, form, n, seed):
             r = solver.solve(p, seed=seed)
             for m in r.info["members"]:
                 energies[m["solver"]] = energies.get(m["solver"], 0.0) + m["energy"]
@@ -244,50 +237,50 @@ METHODS1 = (
 )
 
 
-def _part1_cell(st: Settings, seed: int, method: str) -> dict:
+def _part1_cell(lab: Lab, st: Settings, seed: int, method: str) -> dict:
     n = st.calibration
     t0 = time.perf_counter()
     extra: dict = {}
     if method in ("nearest", "floor", "ceil"):
-        Vs = fixed_rounding(FIRST, method)
+        Vs = fixed_rounding(lab, FIRST, method)
     elif method in ("stochastic-mean", "stochastic-best"):
-        return _stochastic_first(st, seed)
+        return _stochastic_first(lab, st, seed)
     elif method == "stochastic-row":
-        Vs = solve(FIRST, "covariance", n, seed, "stochastic", {"k": st.stochastic})
+        Vs = solve(lab, FIRST, "covariance", n, seed, "stochastic", {"k": st.stochastic})
     elif method == "hessian-full":
-        Vs, extra["portfolio_energies"] = solve_portfolio(FIRST, "full-hessian", n, seed, st.full_portfolio)
+        Vs, extra["portfolio_energies"] = solve_portfolio(lab, FIRST, "full-hessian", n, seed, st.full_portfolio)
     elif method == "hessian-row":
-        Vs = solve(FIRST, "row-hessian", n, seed, "exact")
+        Vs = solve(lab, FIRST, "row-hessian", n, seed, "exact")
     elif method == "mse":
-        Vs = solve(FIRST, "covariance", n, seed, "exact")
+        Vs = solve(lab, FIRST, "covariance", n, seed, "exact")
     elif method == "adaround":
-        Vs = solve(FIRST, "covariance", n, seed, "adaround", {"iterations": st.adaround_iterations})
+        Vs = solve(lab, FIRST, "covariance", n, seed, "adaround", {"iterations": st.adaround_iterations})
     else:
         raise ValueError(method)
     seconds = time.perf_counter() - t0
-    return {"accuracy": accuracy(quantized_model({FIRST: Vs})), "seconds": seconds,
-            **{k: energy(FIRST, f, n, seed, Vs) for k, f in FORMS1.items()}, "V": to_json(Vs), **extra}
+    return {"accuracy": lab.accuracy(quantized_model(lab, {FIRST: Vs})), "seconds": seconds,
+            **{k: energy(lab, FIRST, f, n, seed, Vs) for k, f in FORMS1.items()}, "V": to_json(Vs), **extra}
 
 
-def _stochastic_first(st: Settings, seed: int) -> dict:
+def _stochastic_first(lab: Lab, st: Settings, seed: int) -> dict:
     """All samples of stochastic rounding of conv1: accuracies and energies."""
     rng = np.random.default_rng([seed, 1])
     samples = []
     for _ in range(st.stochastic):
-        Vs = stochastic_rounding(FIRST, rng)
-        samples.append({"accuracy": accuracy(quantized_model({FIRST: Vs})),
-                        **{k: energy(FIRST, f, st.calibration, seed, Vs) for k, f in FORMS1.items()}})
+        Vs = stochastic_rounding(lab, FIRST, rng)
+        samples.append({"accuracy": lab.accuracy(quantized_model(lab, {FIRST: Vs})),
+                        **{k: energy(lab, FIRST, f, st.calibration, seed, Vs) for k, f in FORMS1.items()}})
     return {"samples": samples}
 
 
-def _bounds1(st: Settings, seed: int) -> dict:
+def _bounds1(lab: Lab, st: Settings, seed: int) -> dict:
     """Optima of the eq. 20 and eq. 17-18 problems of conv1 and the certified bound of eq. 16."""
     from qubo_round.bounds import lower_bound
 
     out = {}
     with one_thread():
         for k, f in FORMS1.items():
-            p = problems(FIRST, f, st.calibration, seed)[0]
+            p = problems(lab, FIRST, f, st.calibration, seed)[0]
             # bnb_seconds=None: the bounds of the committed results (enumeration, SDP, eigenvalue);
             # "exact" then means an optimum one of the study's own solvers (enumeration) reached
             b = lower_bound(p, st.full_bound if k == "eq16" else "auto", exact_max_free=EXACT_MAX_FREE,
@@ -307,23 +300,24 @@ def _summarise_stochastic(cell: dict, which: str) -> dict:
 
 
 def run_part1(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, list[dict]]:
+    lab = ctx.lab
     res: dict[str, list[dict]] = {m.key: [] for m in METHODS1}
     bounds: list[dict] = []
     base = {"study": "rounding-choice", "part": "first-layer", **st.key()}
     for seed in ctx.bar(seeds, "first layer: seeds"):
-        bounds.append(ctx.cell({**base, "seed": seed, "what": "bounds"}, lambda: _bounds1(st, seed)))
+        bounds.append(ctx.cell({**base, "seed": seed, "what": "bounds"}, lambda: _bounds1(lab, st, seed)))
         stoch = None
         for m in METHODS1:
             if m.key.startswith("stochastic-") and m.key != "stochastic-row":
                 stoch = stoch or ctx.cell({**base, "seed": seed, "what": "stochastic"},
-                                          lambda: _stochastic_first(st, seed))
+                                          lambda: _stochastic_first(lab, st, seed))
                 res[m.key].append(_summarise_stochastic(stoch, m.key))
             else:
                 res[m.key].append(ctx.cell({**base, "seed": seed, "what": m.key},
-                                           lambda m=m: _part1_cell(st, seed, m.key)))
+                                           lambda m=m: _part1_cell(lab, st, seed, m.key)))
     # the best known eq. 16 energy over all methods (the reference beside the bound)
     best16 = [min(r[i]["eq16"] for r in res.values()) for i in range(len(seeds))]
-    float_acc = accuracy(bundle().model)
+    float_acc = lab.accuracy(lab.bundle().model)
     rows, csv_rows = [], []
     rows.append({"method": "float (no quantization)", "variant": "", "accuracy %": f"{100 * float_acc:.2f}"})
     for m in METHODS1:
@@ -348,9 +342,9 @@ def run_part1(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, li
              "calibration data: eq. 20 the local MSE `E[(dW x)^2]`, eq. 17-18 the per-row task-loss "
              "Hessian, eq. 16 the full Gauss-Newton Hessian `dw^T H dw` (twice the second-order loss change "
              "of eq. 13). gap: relative excess `(E - ref)/ref` over the **exact optimum** (eq. 20, eq. "
-             f"17-18: at most {_max_free(st, 'covariance', seeds[0])} free variables per row) or over the "
+             f"17-18: at most {_max_free(lab, st, 'covariance', seeds[0])} free variables per row) or over the "
              f"**certified {bounds[0]['eq16']['method']} lower bound** (eq. 16, "
-             f"{_max_free(st, 'full-hessian', seeds[0])} free variables in one QUBO), mean ± std over "
+             f"{_max_free(lab, st, 'full-hessian', seeds[0])} free variables in one QUBO), mean ± std over "
              "seeds. 'gap eq. 16 to best known': to the lowest eq. 16 energy any method reached.")
     ctx.table(rows, title="Rounding of the first layer")
     ctx.csv("first_layer", csv_rows)
@@ -362,8 +356,8 @@ def run_part1(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, li
     return res
 
 
-def _max_free(st: Settings, form: str, seed: int) -> int:
-    return int(problems(FIRST, form, st.calibration, seed)[0].num_free.max())
+def _max_free(lab: Lab, st: Settings, form: str, seed: int) -> int:
+    return int(problems(lab, FIRST, form, st.calibration, seed)[0].num_free.max())
 
 
 def _gap_cell(values: list[float]) -> str:
@@ -391,42 +385,42 @@ METHODS2 = (
 )
 
 
-def _layer_energies(n: int, seed: int, roundings: dict[str, list[np.ndarray]]) -> dict:
-    return {k: {L: energy(L, f, n, seed, roundings[L]) for L in LAYERS} for k, f in FORMS2.items()}
+def _layer_energies(lab: Lab, n: int, seed: int, roundings: dict[str, list[np.ndarray]]) -> dict:
+    return {k: {L: energy(lab, L, f, n, seed, roundings[L]) for L in LAYERS} for k, f in FORMS2.items()}
 
 
-def _part2_cell(st: Settings, seed: int, method: str) -> dict:
+def _part2_cell(lab: Lab, st: Settings, seed: int, method: str) -> dict:
     n = st.calibration
     t0 = time.perf_counter()
     solvers: dict[str, str] = {}
     if method in ("nearest", "floor", "ceil"):
-        R = {L: fixed_rounding(L, method) for L in LAYERS}
+        R = {L: fixed_rounding(lab, L, method) for L in LAYERS}
     elif method in ("hessian-row", "mse"):
         form = "row-hessian" if method == "hessian-row" else "covariance"
         R = {}
         for L in LAYERS:
-            R[L], solvers[L] = solve_qubo(L, form, n, seed, st.heuristic)
+            R[L], solvers[L] = solve_qubo(lab, L, form, n, seed, st.heuristic)
     elif method == "adaround":
-        R = {L: solve(L, "covariance", n, seed, "adaround", {"iterations": st.adaround_iterations}) for L in LAYERS}
+        R = {L: solve(lab, L, "covariance", n, seed, "adaround", {"iterations": st.adaround_iterations}) for L in LAYERS}
     elif method in ("pipe-qubo", "pipe-adaround"):
-        R, solvers, report = _pipeline(st, seed, method)
+        R, solvers, report = _pipeline(lab, st, seed, method)
     else:
         raise ValueError(method)
     seconds = time.perf_counter() - t0
-    out = {"accuracy": accuracy(quantized_model(R)), "seconds": seconds, "solvers": solvers,
-           "energies": _layer_energies(n, seed, R)}
+    out = {"accuracy": lab.accuracy(quantized_model(lab, R)), "seconds": seconds, "solvers": solvers,
+           "energies": _layer_energies(lab, n, seed, R)}
     if method.startswith("pipe-"):
         out["pipeline"] = report
     return out
 
 
-def _pipeline(st: Settings, seed: int, method: str):
+def _pipeline(lab: Lab, st: Settings, seed: int, method: str):
     """Sequential asymmetric reconstruction through ``quantize_model``; the roundings ``V`` are
     read back from the integers (``q = L + V`` on the same grid)."""
     from qubo_round.pipeline import LayerOverride, QuantConfig
 
     if method == "pipe-qubo":
-        worst = {L: max(int(p.num_free.max()) for p in problems(L, "covariance", st.calibration, seed)) for L in LAYERS}
+        worst = {L: max(int(p.num_free.max()) for p in problems(lab, L, "covariance", st.calibration, seed)) for L in LAYERS}
         overrides = {L: LayerOverride(solver="exact") for L in LAYERS if worst[L] <= EXACT_MAX_FREE}
         cfg = QuantConfig(bits=BITS, granularity=GRANULARITY, solver=st.heuristic, form="covariance",
                           seed=seed, overrides=overrides, polish=False)
@@ -435,11 +429,11 @@ def _pipeline(st: Settings, seed: int, method: str):
                           solver_params={"iterations": st.adaround_iterations}, seed=seed,
                           polish=False)
     with one_thread():
-        qmodel, report = quantize(calibration(st.calibration, seed), cfg)
+        qmodel, report = lab.quantize(calibration(lab, st.calibration, seed), cfg)
     R = {}
     for L in LAYERS:
         q = report.qstate[L].q.numpy().astype(np.int64)
-        sps = spaces(L)
+        sps = spaces(lab, L)
         q = q.reshape(len(sps), *sps[0].shape)
         R[L] = [sp.check_assignment((qg - sp.L).astype(np.uint8)) for sp, qg in zip(sps, q)]
     rows = {r.name: {"solver": r.solver, "loss": r.loss, "nearest_loss": r.nearest_loss, "form": r.form}
@@ -447,32 +441,33 @@ def _pipeline(st: Settings, seed: int, method: str):
     return R, {L: rows[L]["solver"] for L in LAYERS}, rows
 
 
-def _stochastic_all(st: Settings, seed: int) -> dict:
+def _stochastic_all(lab: Lab, st: Settings, seed: int) -> dict:
     rng = np.random.default_rng([seed, 2])
     samples = []
     for _ in range(st.stochastic):
-        R = {L: stochastic_rounding(L, rng) for L in LAYERS}
-        samples.append({"accuracy": accuracy(quantized_model(R)),
-                        **{k: sum(energy(L, f, st.calibration, seed, R[L]) for L in LAYERS) for k, f in FORMS2.items()}})
+        R = {L: stochastic_rounding(lab, L, rng) for L in LAYERS}
+        samples.append({"accuracy": lab.accuracy(quantized_model(lab, R)),
+                        **{k: sum(energy(lab, L, f, st.calibration, seed, R[L]) for L in LAYERS) for k, f in FORMS2.items()}})
     return {"samples": samples}
 
 
-def _bounds2(st: Settings, seed: int, layer: str, form: str) -> dict:
+def _bounds2(lab: Lab, st: Settings, seed: int, layer: str, form: str) -> dict:
     from qubo_round.bounds import lower_bound
 
     with one_thread():
         vals, methods, secs = [], [], 0.0
-        for p in problems(layer, form, st.calibration, seed):
+        for p in problems(lab, layer, form, st.calibration, seed):
             sdp_max = st.bound_max_sdp[0 if form == "covariance" else 1]
             b = lower_bound(p, exact_max_free=EXACT_MAX_FREE, sdp_max_free=sdp_max, bnb_seconds=None, seed=seed)
             vals.append(b.total)
             methods.append(b.method)
             secs += b.seconds
     return {"value": float(sum(vals)), "method": "/".join(sorted(set(methods))), "seconds": secs,
-            "max_free": max(int(p.num_free.max()) for p in problems(layer, form, st.calibration, seed))}
+            "max_free": max(int(p.num_free.max()) for p in problems(lab, layer, form, st.calibration, seed))}
 
 
 def run_part2(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, list[dict]]:
+    lab = ctx.lab
     base = {"study": "rounding-choice", "part": "all-layers", **st.key()}
     res: dict[str, list[dict]] = {m.key: [] for m in METHODS2}
     todo = [(s, m) for s in seeds for m in METHODS2]
@@ -480,7 +475,7 @@ def run_part2(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, li
     for seed, m in ctx.bar(todo, "all layers: seeds x methods"):
         if m.key.startswith("stochastic-"):
             if seed not in stoch:
-                stoch[seed] = ctx.cell({**base, "seed": seed, "what": "stochastic"}, lambda: _stochastic_all(st, seed))
+                stoch[seed] = ctx.cell({**base, "seed": seed, "what": "stochastic"}, lambda: _stochastic_all(lab, st, seed))
             s = stoch[seed]["samples"]
             accs = [x["accuracy"] for x in s]
             if m.key == "stochastic-mean":
@@ -490,13 +485,13 @@ def run_part2(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, li
                 i = int(np.argmax(accs))
                 res[m.key].append({"accuracy": accs[i], **{f"{k}_total": s[i][k] for k in FORMS2}, "sample": i})
         else:
-            res[m.key].append(ctx.cell({**base, "seed": seed, "what": m.key}, lambda m=m: _part2_cell(st, seed, m.key)))
+            res[m.key].append(ctx.cell({**base, "seed": seed, "what": m.key}, lambda m=m: _part2_cell(lab, st, seed, m.key)))
     bseed = seeds[0]
     bounds = {(L, k): ctx.cell({**base, "seed": bseed, "what": "bound", "layer": L, "form": f},
-                               lambda L=L, f=f: _bounds2(st, bseed, L, f))
+                               lambda L=L, f=f: _bounds2(lab, st, bseed, L, f))
               for L in ctx.bar(st.bound_layers, "all layers: bounds (base seed)") for k, f in FORMS2.items()}
     rows, csv_rows = [], []
-    rows.append({"method": "float (no quantization)", "variant": "", "accuracy %": f"{100 * accuracy(bundle().model):.2f}"})
+    rows.append({"method": "float (no quantization)", "variant": "", "accuracy %": f"{100 * lab.accuracy(lab.bundle().model):.2f}"})
     for m in METHODS2:
         runs = res[m.key]
         row = {"method": m.label, "variant": m.variant, "accuracy %": pm([r["accuracy"] for r in runs], 100)}
@@ -561,6 +556,7 @@ def run_part2(ctx: StudyContext, st: Settings, seeds: list[int]) -> dict[str, li
 
 
 def _figure(ctx: StudyContext, res1: dict, res2: dict) -> None:
+    lab = ctx.lab
     with ctx.figure("accuracy", "Test accuracy (mean ± std over seeds) of each rounding, 2-bit per-channel "
                     "weights; dashed: float", ncols=2, figsize=(12, 5)) as (fig, axes):
         for ax, res, methods, title in ((axes[0], res1, METHODS1, "first layer only (conv1)"),
@@ -574,7 +570,7 @@ def _figure(ctx: StudyContext, res1: dict, res2: dict) -> None:
                         color="white" if inside else "black")
             ax.set_yticks(y, [m.label for m in methods], fontsize=7)
             ax.invert_yaxis()
-            ax.axvline(100 * accuracy(bundle().model), color="k", ls="--", lw=1)
+            ax.axvline(100 * lab.accuracy(lab.bundle().model), color="k", ls="--", lw=1)
             ax.set_xlim(0, 100)
             ax.set_xlabel("test accuracy %")
             ax.set_title(title)

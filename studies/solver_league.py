@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import StudyContext, accuracy, bundle, mean_std, pm, threads
+from .common import Lab, StudyContext, mean_std, pm, threads
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def solver_specs(quick: bool) -> tuple[list[str], list[str]]:
 class Problems:
     """The layer problems (built on first use only: a cached rerun never builds them)."""
 
-    def __init__(self, rows: dict[str, int | None], samples: int, calib_seed: int, row_seed: int) -> None:
+    def __init__(self, lab: Lab, rows: dict[str, int | None], samples: int, calib_seed: int, row_seed: int) -> None:
+        self.lab = lab
         self.rows, self.samples, self.calib_seed, self.row_seed = rows, samples, calib_seed, row_seed
         self._built: dict[tuple[int, str], Any] = {}
 
@@ -108,7 +109,7 @@ class Problems:
         """``(instance, layer, group)``; conv3 has 4 groups."""
         from qubo_round.layers import get_layer
 
-        model = bundle("digits").model
+        model = self.lab.bundle("digits").model
         out = []
         for layer in self.rows:
             groups = get_layer(model, layer).groups
@@ -121,7 +122,7 @@ class Problems:
             from qubo_round.extract import layer_problems
             from qubo_round.grid import Grid
 
-            b = bundle("digits")
+            b = self.lab.bundle("digits")
             x = b.calibration(self.samples, self.calib_seed)
             for g, p in enumerate(layer_problems(b.model, layer, x, Grid(bits=bits), form="covariance")):
                 name = layer if p.meta.get("groups", 1) == 1 else f"{layer}-g{g}"
@@ -175,7 +176,7 @@ def _seeds(ctx: StudyContext, spec: str, n: int) -> list[int]:
 
 def layer_part(ctx: StudyContext, specs: list[str], bits_list: list[int], rows: dict, seeds: int):
     """Run every spec on every problem; return per-row records and per-(spec, bits) times."""
-    problems = Problems(rows, SAMPLES, ctx.seed, ctx.seed)
+    problems = Problems(ctx.lab, rows, SAMPLES, ctx.seed, ctx.seed)
     insts = problems.names()
     jobs = [(b, inst, spec, seed) for b in bits_list for inst in insts for spec in specs
             for seed in _seeds(ctx, spec, min(seeds, LAYER_MAX_SEEDS.get(spec, seeds)))]
@@ -283,12 +284,12 @@ def _summary(records: list[dict], cells: dict, specs: list[str]) -> list[dict]:
 
 # --- part 2: the whole network --------------------------------------------------------------
 
-def _network_cell(spec: str, bits: int, seed: int, samples: int, calib_seed: int) -> dict:
+def _network_cell(lab: Lab, spec: str, bits: int, seed: int, samples: int, calib_seed: int) -> dict:
     import time
 
     from qubo_round.pipeline import QuantConfig, quantize_model
 
-    b = bundle("digits")
+    b = lab.bundle("digits")
     calib = b.calibration(samples, calib_seed)
     t0 = time.perf_counter()
     try:
@@ -296,13 +297,14 @@ def _network_cell(spec: str, bits: int, seed: int, samples: int, calib_seed: int
                                progress=False)
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {' '.join(str(e).split())}"}
-    return {"accuracy": accuracy(q), "seconds": time.perf_counter() - t0, "error": None,
+    return {"accuracy": lab.accuracy(q), "seconds": time.perf_counter() - t0, "error": None,
             "loss": rep.loss, "nearest_loss": rep.nearest_loss}
 
 
 def network_part(ctx: StudyContext, specs: list[str], bits_seeds: dict[int, int], samples: int):
     """Accuracy of every spec's rounding of the whole network; ``bits_seeds``: seeds per bit width
     for random solvers."""
+    lab = ctx.lab
     jobs = []
     for b, n in bits_seeds.items():
         for s in specs:
@@ -313,7 +315,7 @@ def network_part(ctx: StudyContext, specs: list[str], bits_seeds: dict[int, int]
     for b, s, seed in ctx.bar(jobs, "whole network"):
         key = {"study": "solver-league", "v": VERSION, "part": "network", "bits": b, "solver": s,
                "seed": seed, "samples": samples, "calib_seed": ctx.seed}
-        out[(b, s, seed)] = ctx.cell(key, lambda: _network_cell(s, b, seed, samples, ctx.seed))
+        out[(b, s, seed)] = ctx.cell(key, lambda: _network_cell(lab, s, b, seed, samples, ctx.seed))
     return out
 
 
@@ -423,6 +425,7 @@ def _acc_cell(net: dict, spec: str, bits: int) -> str:
 
 
 def run(ctx: StudyContext) -> None:
+    lab = ctx.lab
     specs, skipped = solver_specs(ctx.quick)
     bits_list = ctx.pick([2, 3, 4], [3])
     rows = ctx.pick(ROWS, ROWS_QUICK)
@@ -434,7 +437,7 @@ def run(ctx: StudyContext) -> None:
         records, cells = layer_part(ctx, specs, bits_list, rows, seeds_layer)
         summary = _summary(records, cells, specs)
         net = network_part(ctx, net_specs, bits_seeds, samples_net)
-        float_acc = ctx.cell({"study": "solver-league", "part": "float"}, lambda: accuracy(bundle("digits").model))
+        float_acc = ctx.cell({"study": "solver-league", "part": "float"}, lambda: lab.accuracy(lab.bundle("digits").model))
 
     kinds = {k: sum(1 for r in records if r["reference_kind"] == k and r["solver"] == specs[0])
              for k in ("exact", "sdp", "none")}

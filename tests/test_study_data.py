@@ -2,6 +2,7 @@
 
 import torch
 
+from qubo_round.studies.common import Lab
 from qubo_round.studies.data import DOMAINS, calibration_set
 
 from study_helpers import assert_files, quick_study, read_rows as _rows, rerun
@@ -11,16 +12,17 @@ study = quick_study("data")
 
 
 def test_domains_are_valid_and_deterministic():
-    digits = calibration_set("digits", 32, 3)
+    lab = Lab()
+    digits = calibration_set(lab, "digits", 32, 3)
     for d in DOMAINS:
-        x = calibration_set(d, 32, 3)
+        x = calibration_set(lab, d, 32, 3)
         assert x.shape == (32, 1, 8, 8) and x.dtype == torch.float32
         assert float(x.min()) >= 0 and float(x.max()) <= 1
-        assert torch.equal(x, calibration_set(d, 32, 3))
+        assert torch.equal(x, calibration_set(lab, d, 32, 3))
         assert d == "digits" or not torch.equal(x, digits)
-        assert not torch.equal(x, calibration_set(d, 32, 4))
-    assert torch.equal(calibration_set("inverted", 32, 3), 1 - digits)
-    assert torch.equal(calibration_set("transposed", 32, 3), digits.transpose(-1, -2))
+        assert not torch.equal(x, calibration_set(lab, d, 32, 4))
+    assert torch.equal(calibration_set(lab, "inverted", 32, 3), 1 - digits)
+    assert torch.equal(calibration_set(lab, "transposed", 32, 3), digits.transpose(-1, -2))
 
 
 def test_files_and_rows(study):
