@@ -31,10 +31,11 @@ def _same(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("solver, params", [("gptq", {}), ("adaround", {"iterations": 300})])
-def test_parallel_equals_serial(cluster, digits, solver, params):
+@pytest.mark.parametrize("solver, params, group", [("gptq", {}, None), ("adaround", {"iterations": 300}, None),
+                                                   ("gptq", {}, 16)])
+def test_parallel_equals_serial(cluster, digits, solver, params, group):
     b, x = digits
-    cfg = QuantConfig(bits=3, solver=solver, solver_params=params, reconstruction="layerwise")
+    cfg = QuantConfig(bits=3, solver=solver, solver_params=params, reconstruction="layerwise", group_size=group)
     q1, r1 = quantize_model(b.model, x, cfg, progress=False)
     q2, r2 = quantize_model(b.model, x, cfg, progress=False, client=cluster)
     assert _same(q1, q2)
