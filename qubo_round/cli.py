@@ -94,10 +94,11 @@ def cmd_solvers(args) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print("| solver | exact | max free vars/row | GPU | available | presets | description |")
-    print("|---|---|---|---|---|---|---|")
+    print("| solver | exact | max free vars/row | GPU | group-wise rows | available | presets | description |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['exact']} | {r['max_variables'] or '-'} | {r['needs_gpu']} | "
+        groups = "native" if r["column_scales"] else "one matrix per row"
+        print(f"| {r['name']} | {r['exact']} | {r['max_variables'] or '-'} | {r['needs_gpu']} | {groups} | "
               f"{r['available']} | {', '.join(r['presets']) or '-'} | {r['doc']} |")
     return 0
 

@@ -54,6 +54,7 @@ class StochasticParams:
 class Stochastic(Solver):
     """Stochastic rounding: ``k`` samples with ``P(v = 1) = frac(W/s)`` (0.5 on a plain QUBO);
     the result keeps all samples, its ``best`` takes the lowest-energy sample of each row."""
+    column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = StochasticParams
 
