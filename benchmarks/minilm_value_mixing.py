@@ -8,8 +8,9 @@ its loss is ``tr(dW_h H_h dW_h^T)`` with the *mixed* second moment::
     H_h = E_tokens[(P_h X)_t (P_h X)_t^T]          (384 x 384 per head, float attention P_h)
 
 instead of the per-token ``H = E[x x^T]`` of the layer-wise QUBO. ``H_h`` is a per-row Hessian
-(rows of head ``h`` share it): the row-Hessian form of the builders
-(:func:`qubo_round.builders.row_hessian_problem`), which every solver takes.
+(rows of head ``h`` share it): one covariance QUBO per head, the heads stacked into one family
+with per-row matrices (:func:`qubo_round.problem.stack_rows`), which every solver takes and the
+relaxations solve with one batched product per step.
 
 The run: each method quantizes the whole network layer-wise (``quantize_model``, groups of
 ``--group-size`` columns, MSE scales); then the six value projections are solved again, the same
@@ -36,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qubo_round.builders import row_hessian_problem
+from qubo_round.builders import covariance_problem
 from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
+from qubo_round.problem import stack_rows
 from qubo_round.solvers import get_solver
 from qubo_round.zoo import load_model
 
@@ -106,7 +108,12 @@ def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int
             W = model.get_submodule(name).weight.detach().double().numpy()
             space = rounding_space(W, grid)
             heads = Hs[i].shape[0]
-            problem = row_hessian_problem(W, np.repeat(Hs[i], W.shape[0] // heads, axis=0), space=space, layer=name)
+            dh = W.shape[0] // heads
+            # one shared matrix per head, the heads stacked: the relaxations multiply each head's
+            # rows by its own H_h in one batched product (stack_rows' row groups)
+            problem = stack_rows([covariance_problem(W[h * dh:(h + 1) * dh], Hs[i][h],
+                                                     space=space.select_rows(np.arange(h * dh, (h + 1) * dh)),
+                                                     layer=name, head=h) for h in range(heads)])
             X = _solve(method, problem, iterations, seed + i)
             old = space.check_assignment((rep.qstate[name].q.numpy().reshape(W.shape) - space.L).astype(np.uint8))
             losses.append({"layer": name, "mixed loss, layer-wise rounding": problem.energy(problem.from_rounding(old)),
