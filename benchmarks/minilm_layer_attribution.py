@@ -79,13 +79,20 @@ def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int
               "grid": f"per-channel symmetric, MSE scales{f', groups of {group}' if group else ''}",
               "reconstruction": "layerwise", "calibration_sentences": samples, "seed": seed,
               "adaround_iterations": iterations,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                         f"torch {torch.__version__}", "total_seconds": time.perf_counter() - t_all,
+              "machine": machine(), "total_seconds": time.perf_counter() - t_all,
               "whole": {m: {"seconds": runs[m]["seconds"], **runs[m]["metrics"]} for m in methods}}
-    result = {"header": header, "rows": rows}
+    return write(out, {"header": header, "rows": rows}, to_markdown)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def write(out: Path, result: dict, to_md) -> dict:
+    """``OUT.json`` (the result) and ``OUT.md`` (``to_md(result)``); returns the result."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(result))
+    out.with_suffix(".md").write_text(to_md(result))
     return result
 
 
@@ -111,19 +118,25 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", nargs=2, default=["adaround", "gptq/in-order"])
+def cli(doc: str, run_fn, out: Path, methods_nargs, argv=None) -> int:
+    """The command line shared by the MiniLM diagnostics: two (or more) methods, one grid, one
+    calibration sample; calls ``run_fn(methods, bits, group, samples, seed, iterations, out)``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--methods", nargs=methods_nargs, default=["adaround", "gptq/in-order"])
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128, help="0: one scale per channel")
     ap.add_argument("--adaround-iterations", type=int, default=500)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm_layer_attribution"))
+    ap.add_argument("--out", type=Path, default=out)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run(args.methods, args.bits, args.group_size, args.samples, args.seed, args.adaround_iterations, args.out)
+    run_fn(args.methods, args.bits, args.group_size, args.samples, args.seed, args.adaround_iterations, args.out)
     return 0
+
+
+def main(argv=None) -> int:
+    return cli(__doc__, run, Path("benchmarks/results/minilm_layer_attribution"), 2, argv)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,7 @@ A measurement of the lever for issue 15 part 2, not yet a pipeline option.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -43,6 +39,8 @@ from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.problem import stack_rows
 from qubo_round.solvers import get_solver
 from qubo_round.zoo import load_model
+
+from minilm_layer_attribution import cli, machine, write  # the sibling script (benchmarks/ is on sys.path)
 
 log = logging.getLogger("minilm_value_mixing")
 
@@ -127,13 +125,8 @@ def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int
     header = {"model": "all-MiniLM-L6-v2", "bits": bits, "grid": f"per-channel symmetric, MSE scales"
               f"{f', groups of {group}' if group else ''}", "calibration_sentences": samples, "seed": seed,
               "adaround_iterations": iterations,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                         f"torch {torch.__version__}", "total_seconds": time.perf_counter() - t_all}
-    result = {"header": header, "records": records}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(result))
-    return result
+              "machine": machine(), "total_seconds": time.perf_counter() - t_all}
+    return write(out, {"header": header, "records": records}, to_markdown)
 
 
 def to_markdown(result: dict) -> str:
@@ -163,18 +156,7 @@ def to_markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--methods", nargs="+", default=["adaround", "gptq/in-order"])
-    ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--group-size", type=int, default=128, help="0: one scale per channel")
-    ap.add_argument("--adaround-iterations", type=int, default=500)
-    ap.add_argument("--samples", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/minilm_value_mixing"))
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run(args.methods, args.bits, args.group_size, args.samples, args.seed, args.adaround_iterations, args.out)
-    return 0
+    return cli(__doc__, run, Path("benchmarks/results/minilm_value_mixing"), "+", argv)
 
 
 if __name__ == "__main__":
