@@ -38,6 +38,7 @@ from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.problem import stack_rows
 from qubo_round.solvers import get_solver
+from qubo_round.solvers.greedy import polish
 from qubo_round.zoo import load_model
 
 from minilm_layer_attribution import cli, machine, write  # the sibling script (benchmarks/ is on sys.path)
@@ -78,8 +79,7 @@ def mixed_hessians(model, layer: int, calib) -> np.ndarray:
 
 def _solve(method: str, problem, iterations: int, seed: int) -> np.ndarray:
     params = {"iterations": iterations, "lr": 0.1} if method.startswith("adaround") else {}
-    best = get_solver(method, **params).solve(problem, seed=seed).best
-    return get_solver("greedy").solve(problem, start=best).best  # the pipeline's polish
+    return polish(problem, get_solver(method, **params).solve(problem, seed=seed).best)  # the pipeline's polish
 
 
 def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int, out: Path) -> dict:

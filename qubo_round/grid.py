@@ -140,9 +140,20 @@ def nearest_dequant(W: np.ndarray, s: np.ndarray, z: np.ndarray, grid: Grid) -> 
     return s * (q - z)
 
 
+def scale_shape(rows: int, cols: int, group_size: int | None) -> tuple[int, ...]:
+    """Shape of the scales and zero points of a (rows, cols) weight: ``(rows,)`` per row
+    (``group_size`` 0 or None), ``(rows, ceil(cols / group_size))`` per group."""
+    return (rows,) if not group_size else (rows, -(-cols // int(group_size)))
+
+
 def expand_groups(a: np.ndarray, cols: int, group_size: int) -> np.ndarray:
     """(rows, G) per-group values -> (rows, cols): column ``j`` takes group ``j // group_size``."""
     return np.repeat(a, group_size, axis=1)[:, :cols]
+
+
+def _per_entry(a: np.ndarray, cols: int, group_size: int) -> np.ndarray:
+    """Per-row (rows,) or per-group (rows, G) values as (rows, 1) or (rows, cols)."""
+    return expand_groups(a, cols, int(group_size)) if group_size else a[:, None]
 
 
 def _group_blocks(W: np.ndarray, g: int) -> np.ndarray:
@@ -150,7 +161,7 @@ def _group_blocks(W: np.ndarray, g: int) -> np.ndarray:
     (a zero weight is represented exactly by every candidate scale, so the padding changes no
     range and no error)."""
     rows, cols = W.shape
-    G = -(-cols // g)
+    G = scale_shape(rows, cols, g)[1]
     Wp = np.zeros((rows, G * g))
     Wp[:, :cols] = W
     return Wp.reshape(rows * G, g)
@@ -307,7 +318,7 @@ class RoundingSpace:
         g = self.group_size
         if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 0:
             raise ValueError(f"group_size must be 0 (per row) or a positive integer, got {g!r}")
-        want = (rows,) if not g else (rows, -(-cols // int(g)))
+        want = scale_shape(rows, cols, g)
         if np.shape(self.s) != want or np.shape(self.z) != want:
             raise ValueError(f"rounding space: scales {np.shape(self.s)} and zero points {np.shape(self.z)} "
                              f"must both be {want} for W {(rows, cols)} and group_size {g}")
@@ -316,17 +327,10 @@ class RoundingSpace:
     def shape(self) -> tuple[int, int]:
         return self.W.shape
 
-    @property
-    def grouped(self) -> bool:
-        """True when the scales are per row and group of columns."""
-        return bool(self.group_size)
-
     def per_entry(self, a: np.ndarray) -> np.ndarray:
         """A per-row (rows,) or per-group (rows, G) array as (rows, 1) or (rows, cols), to
         broadcast against the weights."""
-        if self.group_size:
-            return expand_groups(a, self.shape[1], int(self.group_size))
-        return a[:, None]
+        return _per_entry(a, self.shape[1], self.group_size)
 
     @property
     def S(self) -> np.ndarray:
@@ -401,19 +405,17 @@ def rounding_space(W: np.ndarray, grid: Grid, H: np.ndarray | None = None,
     if s is None:
         s, z = choose_qparams(W, grid, H)
     else:
-        want = (rows,) if not g else (rows, -(-cols // g))
+        want = scale_shape(rows, cols, g)
         s = np.broadcast_to(np.asarray(s, np.float64), want).copy()
         z = np.zeros_like(s) if z is None else np.broadcast_to(np.asarray(z, np.float64), want).copy()
         if not (np.isfinite(s).all() and (s > 0).all()):
             raise ValueError("every scale must be finite and > 0")
     n, p = grid.limits
     if g:
-        zero_groups = ~np.any(_group_blocks(W, g) != 0, axis=1).reshape(rows, -1)
-        zero = expand_groups(zero_groups, cols, g)
-        S, Z = expand_groups(s, cols, g), expand_groups(z, cols, g)
+        zero = expand_groups(~np.any(_group_blocks(W, g) != 0, axis=1).reshape(rows, -1), cols, g)
     else:
         zero = np.broadcast_to(~np.any(W != 0, axis=1)[:, None], W.shape)
-        S, Z = s[:, None], z[:, None]
+    S, Z = _per_entry(s, cols, g), _per_entry(z, cols, g)
     F = np.floor(W / S) + Z
     free = (F >= n) & (F <= p - 1) & ~zero
     L = np.where(zero, np.broadcast_to(Z, W.shape), np.clip(F, n, p))  # zero rows, groups: exact 0

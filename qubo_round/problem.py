@@ -313,8 +313,8 @@ class LayerQUBO(QUBOFamily):
         if max_bytes is not None and need > max_bytes:
             raise CapabilityError(
                 f"{who} needs one {self.n}x{self.n} matrix per row for group-wise scales: {need / 2**30:.1f} GiB "
-                f"for {self.rows} rows, above the {max_bytes / 2**30:.1f} GiB limit; use a solver that handles "
-                "column scales (available_solvers(column_scales=True)) or fewer rows (select_rows)")
+                f"for {self.rows} rows, above the {max_bytes / 2**30:.1f} GiB limit; use a solver that takes "
+                "column scales as they are ('qubo-round solvers', column 'group-wise rows') or fewer rows (select_rows)")
         t = self.scale
         A = self.A * (t[:, :, None] * t[:, None, :])  # exactly symmetric, as matrix()
         return replace(self, A=A, scale=np.ones(self.rows),

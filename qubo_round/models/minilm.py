@@ -174,7 +174,7 @@ def _se(x: np.ndarray) -> float:
 
 def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreement:
     """Compare quantized to float embeddings (both (N, 384), L2-normalised)."""
-    cos_i = (e_float * e_quant).sum(-1).double().cpu().numpy()
+    cos = (e_float * e_quant).sum(-1)  # (N,) per sentence
     def knn(e, k):
         s = e @ e.T
         s.fill_diagonal_(-np.inf)
@@ -182,5 +182,5 @@ def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreemen
     kf, kq = knn(e_float, 10), knn(e_quant, 10)
     top1_i = (kf[:, 0] == kq[:, 0]).double().cpu().numpy()
     overlap_i = np.array([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(kf, kq)])
-    return EmbeddingAgreement((e_float * e_quant).sum(-1).mean().item(), float(top1_i.mean()),
-                              float(overlap_i.mean()), _se(cos_i), _se(top1_i), _se(overlap_i))
+    return EmbeddingAgreement(cos.mean().item(), float(top1_i.mean()), float(overlap_i.mean()),
+                              _se(cos.double().cpu().numpy()), _se(top1_i), _se(overlap_i))

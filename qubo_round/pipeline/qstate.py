@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..grid import RoundingSpace
+from ..grid import RoundingSpace, scale_shape
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class LayerQState:
                 raise ValueError(f"{prefix}.group_size must be one positive integer, got {gt.tolist()}")
             g = int(gt.reshape(-1)[0])
         cols = q[0].numel() if out else 0
-        want = (out,) if not g else (out, -(-cols // g))
+        want = scale_shape(out, cols, g)
         if tuple(s.shape) != want or tuple(z.shape) != want:
             raise ValueError(f"{prefix}: scale {tuple(s.shape)} and zero_point {tuple(z.shape)} must both be "
                              f"{want}, one per output channel" + (f" and group of {g} columns" if g else ""))
