@@ -97,10 +97,13 @@ def _check_finite(x: torch.Tensor, where: str, what: str) -> None:
 
 @dataclass
 class LayerStats:
-    """Statistics of one layer: one accumulator per group."""
+    """Statistics of one layer: one accumulator per group, or, with ``row_blocks`` k > 1, one per
+    block of ``rows / k`` consecutive rows of its single weight group (the heads of an attention
+    value projection, :mod:`qubo_round.attention`)."""
 
     name: str
     groups: list[CovarianceAccumulator]
+    row_blocks: int = 1
 
     @property
     def count(self) -> int:
@@ -474,7 +477,8 @@ def capture_stats(model: nn.Module, layer_names: list[str], data, *,
             must have the same layer names. Its forward pass on a batch ends as soon as every
             named layer has read its input.
         float_inputs: the float inputs of the layers, captured for the whole run on the same
-            batches (asymmetric statistics only); layers it does not hold run the float network.
+            batches; layers it does not hold run the float network (without ``model_hat``: when
+            it holds every named layer, no forward pass runs at all).
         replay: the finished submodules of ``model_hat``, whose outputs are replayed (asymmetric
             statistics only; ``data`` must be the same batches, in the same order, every time).
 
@@ -490,6 +494,16 @@ def capture_stats(model: nn.Module, layer_names: list[str], data, *,
              for n, a in adapters.items()}
     if asym:
         return _capture_asymmetric(model, model_hat, adapters, adapters_hat, stats, data, float_inputs, replay)
+    cached = {n: float_inputs.take(n) for n in layer_names} if float_inputs is not None else {}
+    if cached and all(c is not None for c in cached.values()):
+        # the float inputs are held for the run: no forward pass at all
+        for n, per_batch in cached.items():
+            for calls in per_batch:
+                for x in calls:
+                    cols = adapters[n].unfold_input(x)
+                    for g, acc in enumerate(stats[n].groups):
+                        acc.add_batch(cols[g], where=f"layer {n!r}")
+        return _checked(stats, len(next(iter(cached.values()))))
 
     def float_hook(name: str, ad: LayerAdapter):
         def hook(_mod, inputs, _out):

@@ -52,6 +52,7 @@ def test_late_override_checked_before_the_first_layer(tmp_path):
     (["--device", "gpu"], "--device must be cpu, cuda or cuda:N, got 'gpu'"),
     (["--param", "lr=abc"], "parameter lr must be a number (default 0.01), got 'abc'"),
     (["--eval", "whatever.pt"], "--eval applies to a FILE.py:FACTORY model only"),
+    (["--value-loss", "attention"], "value_loss='attention': the model (DigitsCNN) has no quantized self-attention"),
 ])
 def test_cli_more_bad_input(argv, match, capsys):
     assert main(["quantize", "--model", "digits", "--bits", "2", "--no-progress", *argv]) == 2

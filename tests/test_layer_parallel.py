@@ -81,3 +81,16 @@ def test_cli_scheduler_local(tmp_path, capsys):
     assert out["accuracy"] > 0.9
     assert main(["quantize", "--model", "digits", "--workers", "2", "--no-progress"]) == 2
     assert "needs --scheduler" in capsys.readouterr().err
+
+
+def test_parallel_equals_serial_with_the_attention_value_loss(cluster):
+    """The value projections' per-head mixed statistics travel as row blocks of one task."""
+    pytest.importorskip("transformers")
+    from attention_helpers import TinyEncoder, batches
+    model, data = TinyEncoder(), batches(0)
+    cfg = QuantConfig(bits=3, solver="adaround", solver_params={"iterations": 200}, reconstruction="layerwise",
+                      value_loss="attention")
+    q1, r1 = quantize_model(model, data, cfg, progress=False)
+    q2, r2 = quantize_model(model, data, cfg, progress=False, client=cluster)
+    assert _same(q1, q2)
+    assert [r.loss for r in r2.layers] == [r.loss for r in r1.layers]

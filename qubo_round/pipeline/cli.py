@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
     q.add_argument("--asymmetric-weight", type=float, default=1.0, metavar="A",
                    help="with asymmetric reconstruction, minimise (1 - A) E_layerwise + A E_asymmetric "
                         "(default 1: eq. 25 alone)")
+    q.add_argument("--value-loss", choices=["token", "attention"], default="token",
+                   help="loss of self-attention value projections: token (per-token covariance, as every other "
+                        "layer) or attention (after each head's attention mixing, one QUBO per head)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")
@@ -153,7 +156,7 @@ def run(args) -> int:
                          scale_method=args.scale_method, group_size=args.group_size, solver=args.solver,
                          solver_params=parse_params(args.param), form=args.form, activation=args.activation,
                          reconstruction=args.reconstruction, asymmetric_weight=args.asymmetric_weight,
-                         polish=not args.no_polish, holdout=args.holdout,
+                         polish=not args.no_polish, holdout=args.holdout, value_loss=args.value_loss,
                          seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None

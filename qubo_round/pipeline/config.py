@@ -11,6 +11,7 @@ from ..grid import Grid
 
 FORMS = ("auto", "covariance", "data")
 RECONSTRUCTIONS = ("asymmetric", "layerwise")
+VALUE_LOSSES = ("token", "attention")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class QuantConfig:
             where that lowers the row's loss on the held-out batches too (rows are independent
             QUBOs, so the choice is per row): :func:`~qubo_round.pipeline.run.accept_on_holdout`.
             The report gives both losses per layer. In :meth:`to_dict` only when not 0.
+        value_loss: the loss of self-attention value projections: ``token`` (the per-token
+            ``H = E[x x^T]`` of every other layer) or ``attention`` (the loss after each head's
+            attention mixing, ``H_h = E[(P_h X)(P_h X)^T]`` per head, :mod:`qubo_round.attention`;
+            covariance form). ``attention`` needs a model with such modules (``query``, ``key``,
+            ``value`` Linear children returning their attention weights). In :meth:`to_dict` only
+            when not ``token``.
     """
 
     bits: int = 4
@@ -97,6 +104,7 @@ class QuantConfig:
     polish: bool = True
     holdout: float = 0.0
     asymmetric_weight: float = 1.0
+    value_loss: str = "token"
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
@@ -120,6 +128,11 @@ class QuantConfig:
                        or any(o.form == "data" for o in self.overrides.values())):
             raise ValueError(f"asymmetric_weight={a} blends covariance-form QUBOs; the data form and the "
                              "activation-aware loss cannot use it (form='covariance' or 'auto', activation='none')")
+        if self.value_loss not in VALUE_LOSSES:
+            raise ValueError(f"value_loss must be one of {VALUE_LOSSES}, got {self.value_loss!r}")
+        if self.value_loss == "attention" and self.form == "data":
+            raise ValueError("value_loss='attention' solves the value projections on their mixed covariance QUBOs; "
+                             "form='data' cannot (use form='auto' or 'covariance')")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():
@@ -150,6 +163,8 @@ class QuantConfig:
             d.pop("asymmetric_weight")  # the default: fingerprints of earlier run directories unchanged
         if d["group_size"] is None:
             d.pop("group_size")  # the default: fingerprints of earlier run directories unchanged
+        if d["value_loss"] == "token":
+            d.pop("value_loss")  # the default: fingerprints of earlier run directories unchanged
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

@@ -36,6 +36,8 @@ class LayerTask:
         lcfg: its settings (solver, parameters, bits, polish); ``grid``: its grid; ``seed``.
         weights: per group, the (rows, cols) float64 weight matrix; ``H``: per group (cols, cols).
         weight_shape: the module's weight shape (for the integer tensor).
+        row_blocks: k > 1: ``H`` holds one matrix per block of rows of the single weight group
+            (the heads of a value projection on the attention-mixed loss).
     """
 
     index: int
@@ -46,6 +48,7 @@ class LayerTask:
     weights: list[np.ndarray]
     H: list[np.ndarray]
     weight_shape: tuple[int, ...]
+    row_blocks: int = 1
 
 
 def check_parallel_config(config: QuantConfig) -> None:

@@ -20,9 +20,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..builders import asymmetric_problem
+from ..attention import attention_sites, capture_mixed_stats
+from ..builders import asymmetric_problem, covariance_problem
 from ..executors import DaskExecutor
 from ..extras import require
+from ..grid import rounding_space
 from ..layers import LayerAdapter
 from ..problem import stack_rows
 from ..solvers import get_solver, solver_class
@@ -173,6 +175,9 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         raise ValueError(f"overrides name layer(s) {unknown} that are not quantizable layers of the model; "
                          f"layers: {', '.join(order)}")
     _check_layer_settings(config, order, device)
+    sites = mixed_sites(fmodel, config, order)
+    if sites:  # one batch through every site: an unsupported attention is refused before any work
+        capture_mixed_stats(fmodel, list(sites.values()), batches[:1])
     qmodel = copy.deepcopy(fmodel)
     report = QuantReport(skipped=unsupported_layers(fmodel, order), folded_bn=folded, config=config.to_dict())
     relu_after = followed_by_relu(fmodel) if config.activation == "relu" else set()
@@ -183,7 +188,8 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     # (embeddings, finished blocks) replay their outputs instead of recomputing them.
     if client is not None:
         run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
-                       hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=None, replay=None, report=report)
+                       hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=None, replay=None, report=report,
+                       sites=sites)
         executor = DaskExecutor(client, workers)
         try:
             log.info("layer-parallel run on %s", executor.description)
@@ -196,7 +202,8 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
-                   hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report)
+                   hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report,
+                   sites=sites)
     try:
         _run_layers(run, order)
     finally:
@@ -226,6 +233,25 @@ def _check_layer_settings(config: QuantConfig, order: list[str], device: str) ->
             raise type(e)(f"layer {name}: {e}") from None
 
 
+def mixed_sites(model: nn.Module, config: QuantConfig, order: list[str]) -> dict:
+    """The value projections solved on the attention-mixed loss (``value_loss='attention'``):
+    value name -> :class:`~qubo_round.attention.AttentionSite`, for the sites whose value layer
+    is quantized; ``{}`` with ``value_loss='token'``. One-line errors before any work when the
+    model has none, or an override asks for the data form on one."""
+    if config.value_loss != "attention":
+        return {}
+    found = attention_sites(model)
+    sites = {n: site for n, site in found.items() if n in order and not config.for_layer(n).skip}
+    if not sites:
+        raise ValueError(f"value_loss='attention': the model ({type(model).__name__}) has no quantized self-attention "
+                         "value projection (a module with query, key and value Linear children); use value_loss='token'")
+    data = [n for n in sites if config.for_layer(n).form == "data"]
+    if data:
+        raise ValueError(f"value_loss='attention' solves {data[0]} on its mixed covariance QUBO; its override "
+                         "asks for form='data' (drop the override's form)")
+    return sites
+
+
 def _run_layers(run: RunState, order: list[str]) -> None:
     """Every layer in execution order: resumed from the run directory, or quantized and saved."""
     qmods = dict(run.qmodel.named_modules())
@@ -253,7 +279,8 @@ def solve_layer(task: LayerTask):
     QUBOs built from the task's weights and ``H``, solved, polished and written back by the
     serial steps. Returns ``(LayerQState, LayerReport)``."""
     t0 = time.perf_counter()
-    problems = _group_problems(task.name, task.weights, [(H, H, H) for H in task.H], task.grid)
+    problems = _group_problems(task.name, task.weights, [(H, H, H) for H in task.H], task.grid,
+                               row_blocks=task.row_blocks)
     rows, cols = task.weights[0].shape
     step = LayerStep(index=task.index, name=task.name, lcfg=task.lcfg, t0=t0, grid=task.grid, form="covariance",
                      seed=task.seed, problems=problems, weight_shape=task.weight_shape, groups=len(task.weights),
@@ -280,13 +307,18 @@ def _run_parallel(run: RunState, order: list[str], executor) -> None:
         else:
             tasks.append((index, name, lcfg, run.config.grid(lcfg.bits)))
     if tasks:
-        stats = capture_stats(run.fmodel, [name for _, name, _, _ in tasks], run.batches)
+        names = [name for _, name, _, _ in tasks]
+        token = [n for n in names if n not in run.sites]
+        stats = capture_stats(run.fmodel, token, run.batches) if token else {}
+        mixed = [run.sites[n] for n in names if n in run.sites]
+        if mixed:
+            stats.update(capture_mixed_stats(run.fmodel, mixed, run.batches))
         items = []
         for index, name, lcfg, grid in tasks:
             ad = LayerAdapter(fmods[name], name)
             items.append(LayerTask(index=index, name=name, lcfg=lcfg, grid=grid, seed=run.config.seed + index,
                                    weights=list(ad.weights()), H=[acc.H for acc in stats[name].groups],
-                                   weight_shape=tuple(ad.module.weight.shape)))
+                                   weight_shape=tuple(ad.module.weight.shape), row_blocks=stats[name].row_blocks))
         del stats
         bar = tqdm(total=len(items), desc="layers", disable=not run.progress, unit="layer")
         for task, (qs, row) in executor.map_unordered(solve_layer, items):
@@ -334,13 +366,19 @@ def _capture(run: RunState, step: LayerStep) -> None:
     step.grid = config.grid(lcfg.bits)
     step.ad = ad = LayerAdapter(dict(run.fmodel.named_modules())[name], name)
     step.weight_shape, step.groups, step.rows, step.cols = tuple(ad.module.weight.shape), ad.groups, ad.rows, ad.cols
-    st = capture_stats(run.fmodel, [name], run.batches, model_hat=run.qmodel, float_inputs=run.float_inputs,
-                       replay=run.replay)[name]
+    if name in run.sites:
+        st = _mixed_stats(run, name)
+        if run.float_inputs is not None:
+            run.float_inputs.discard(name)
+    else:
+        # layer-wise: H from the float inputs alone (x_hat = x; no pass of the quantized network)
+        st = capture_stats(run.fmodel, [name], run.batches, model_hat=None if run.layerwise else run.qmodel,
+                           float_inputs=run.float_inputs, replay=run.replay)[name]
     step.capture_seconds = time.perf_counter() - step.t0
     activation = "relu" if name in run.relu_after else "none"
     positions = st.count // sum(_num_samples(b) for b in run.batches)
-    step.form = choose_form(lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation,
-                            lcfg.solver)
+    step.form = "covariance" if name in run.sites else choose_form(
+        lcfg.form, ad.rows, ad.cols, config.batch_size * max(positions, 1), activation, lcfg.solver)
     if step.form == "data" and config.asymmetric_weight != 1:
         step.form = "covariance"  # a blended loss is a covariance-form QUBO (QuantConfig refuses form='data')
     if step.form == "covariance" and activation != "none":
@@ -351,6 +389,20 @@ def _capture(run: RunState, step: LayerStep) -> None:
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
     step.problems = _layer_problems(name, ad, st, run.asymmetric_weight, grid=step.grid)
     step.seed = config.seed + step.index
+
+
+def _mixed_stats(run: RunState, name: str, batches=None):
+    """The attention-mixed statistics of value projection ``name`` on the fitted batches (or on
+    ``batches``). Layer-wise, on the fitted batches: every site's, captured in one float pass at
+    the first site and kept (they depend on the float network only); otherwise this site's, with
+    the partly quantized network's inputs."""
+    if batches is None and run.layerwise:
+        if name not in run.mixed:
+            run.mixed.update(capture_mixed_stats(run.fmodel, [s for n, s in run.sites.items()
+                                                              if n not in run.report.qstate], run.batches))
+        return run.mixed.pop(name)
+    return capture_mixed_stats(run.fmodel, [run.sites[name]], run.batches if batches is None else batches,
+                               model_hat=None if run.layerwise else run.qmodel)[name]
 
 
 def _solve(run: RunState, step: LayerStep) -> None:
@@ -419,16 +471,32 @@ def _layer_problems(name, ad, st, a: float, *, grid=None, spaces=None) -> list:
     One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK syevd),
     whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
     cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
-    return _group_problems(name, ad.weights(), [(acc.H, _blend(acc.H, acc.H_hat, a), _blend(acc.H, acc.C, a))
-                                                for acc in st.groups], grid, spaces)
+    stats = [(H, H, H) if a == 0 else (H, _blend(H, acc.H_hat, a), _blend(H, acc.C, a))
+             for acc, H in ((acc, acc.H) for acc in st.groups)]
+    return _group_problems(name, ad.weights(), stats, grid, spaces, row_blocks=st.row_blocks)
 
 
-def _group_problems(name, weights, stats, grid=None, spaces=None) -> list:
+def _group_problems(name, weights, stats, grid=None, spaces=None, row_blocks: int = 1) -> list:
     """One asymmetric reconstruction QUBO per group from its weights and ``(H, H_hat, C)``
-    (one BLAS thread: see :func:`_layer_problems`)."""
+    (one BLAS thread: see :func:`_layer_problems`). With ``row_blocks`` k > 1 the single weight
+    group's rows are split into k blocks (the heads of a value projection), one set of statistics
+    each, on the rounding space of the whole weight (a per-tensor scale stays one scale)."""
+    if row_blocks > 1:
+        W, = weights
+        cuts = np.array_split(np.arange(W.shape[0]), row_blocks)
+        if len(stats) != row_blocks or W.shape[0] % row_blocks:
+            raise ValueError(f"layer {name}: {len(stats)} row blocks of statistics for {W.shape[0]} rows, "
+                             f"expected {row_blocks} equal blocks")
+        if spaces is None and grid.granularity == "tensor":  # one scale for all heads (H: their mean)
+            with limit_threads(1, torch=False):
+                full = rounding_space(W, grid, H=sum(H for H, _, _ in stats) / row_blocks)
+            spaces = [full.select_rows(r) for r in cuts]
+        weights = [W[r] for r in cuts]
     spaces = spaces or [None] * len(stats)
     with limit_threads(1, torch=False):
-        return [asymmetric_problem(W, H, H_hat, C, grid, space=sp, layer=name, group=g)
+        # layer-wise (H_hat = C = H): the covariance QUBO, the same loss in fewer products
+        return [covariance_problem(W, H, grid, space=sp, layer=name, group=g) if H_hat is H and C is H else
+                asymmetric_problem(W, H, H_hat, C, grid, space=sp, layer=name, group=g)
                 for g, (W, (H, H_hat, C), sp) in enumerate(zip(weights, stats, spaces))]
 
 
@@ -463,7 +531,10 @@ def split_holdout(batches: list, fraction: float) -> tuple[list, list]:
 def _holdout_choice(run: RunState, step: LayerStep) -> None:
     """The layer's problems on the held-out batches (same rounding spaces), and the per-row
     choice of :func:`accept_on_holdout` among nearest, the solver's and the polished rounding."""
-    st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=run.qmodel)[step.name]
+    if step.name in run.sites:
+        st = _mixed_stats(run, step.name, run.hold)
+    else:
+        st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=run.qmodel)[step.name]
     held = _layer_problems(step.name, step.ad, st, run.asymmetric_weight, spaces=[p.space for p in step.problems])
     near, solver_V, polished_V = step.near, step.solver_Vs, step.Vs
     stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..attention import AttentionSite
 from ..grid import Grid
 from ..layers import LayerAdapter
-from ..stats import FinishedOutputs, FloatInputs
+from ..stats import FinishedOutputs, FloatInputs, LayerStats
 from .checkpoint import RunDirectory
 from .config import LayerOverride, QuantConfig
 from .report import QuantReport
@@ -28,6 +29,9 @@ class RunState:
         relu_after: layers followed by a ReLU (activation-aware loss); ``run_dir``: checkpoints.
         float_inputs, replay: the caches of float layer inputs and finished submodule outputs.
         report: the report being filled in.
+        sites: value projection name -> its attention site, for the layers solved on the
+            attention-mixed loss (``value_loss='attention'``; empty otherwise); ``mixed``: their
+            float statistics, captured together at the first one (layer-wise reconstruction).
     """
 
     config: QuantConfig
@@ -42,6 +46,8 @@ class RunState:
     float_inputs: FloatInputs | None
     replay: FinishedOutputs | None
     report: QuantReport
+    sites: dict[str, AttentionSite] = field(default_factory=dict)
+    mixed: dict[str, LayerStats] = field(default_factory=dict)
 
     @property
     def layerwise(self) -> bool:
