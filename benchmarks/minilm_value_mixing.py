@@ -22,7 +22,10 @@ Held-out metrics (512 sentences, mean +- standard error over sentences) before a
         [--group-size 128] [--adaround-iterations 500] [--samples 256] [--seed 0] \\
         [--out benchmarks/results/minilm_value_mixing]
 
-A measurement of the lever for issue 15 part 2, not yet a pipeline option.
+The measurement that found the lever (issue 15 part 2); the pipeline now has it as
+``QuantConfig(value_loss="attention")`` (:mod:`qubo_round.attention`), which solves the value
+projections on the mixed loss in the first place instead of again
+(``benchmarks/minilm_default.py`` measures it).
 """
 from __future__ import annotations
 

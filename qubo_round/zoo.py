@@ -11,7 +11,7 @@ Register further models the same way as ``"digits"`` below::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -41,6 +41,9 @@ class ModelBundle:
         score: ``model -> {metric: value}`` for models that are not plain classifiers; None means
             top-1 accuracy on ``evaluation``.
         metric: the name of the headline metric in ``score``'s dict.
+        defaults: the :class:`~qubo_round.pipeline.QuantConfig` fields ``qubo-round quantize``
+            uses for this model where the command line does not give them (the configuration
+            measured best on it); empty: the library's defaults.
     """
 
     name: str
@@ -50,6 +53,7 @@ class ModelBundle:
     description: str
     score: Callable[[nn.Module], dict[str, float]] | None = None
     metric: str = "accuracy"
+    defaults: dict = field(default_factory=dict)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Metrics of ``model`` (for classifiers: ``{"accuracy": top-1 in [0, 1]}``)."""
@@ -147,7 +151,11 @@ def _minilm_factory() -> ModelBundle:
         name="minilm", model=model, calibration=minilm.calibration_batches, evaluation=None,
         description="all-MiniLM-L6-v2 sentence encoder (pretrained, offline; extra 'minilm'); "
                     "metric: cosine similarity to the float embeddings",
-        score=score, metric="mean_cosine")
+        score=score, metric="mean_cosine",
+        # benchmarks/results/minilm_default.md: act-order GPTQ's rounding refined by 50 steps of
+        # the relaxation, every layer on the float network's inputs, the value projections on the
+        # loss after their heads' attention mixing
+        defaults={"solver": "chain/reference-adaround", "reconstruction": "layerwise", "value_loss": "attention"})
 
 
 register_model("minilm", _minilm_factory)

@@ -105,6 +105,7 @@ def check_kernel(p: AdaRoundParams) -> None:
 
 
 @register("adaround", presets={"fast": {"iterations": 2000, "lr": 0.1}, "paper": {"iterations": 20000},
+                               "warm": {"iterations": 50, "lr": 0.1},
                                "cosine": {"decay": "cosine"}, "gpu": {"device": "cuda"},
                                "plain-sigmoid": {"rectified": False},
                                "compiled": {"kernel": "compiled"}})

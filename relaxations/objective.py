@@ -173,6 +173,7 @@ class TorchSolver(Solver):
     column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     batches_groups = True
+    threaded = True
 
     def check(self, problem: QUBOFamily) -> None:
         super().check(problem)

@@ -122,6 +122,11 @@ class Solver(abc.ABC):
       :attr:`~qubo_round.problem.LayerQUBO.column_scaled`) as they are. Others receive the same
       problem with one matrix per row (:meth:`~qubo_round.problem.LayerQUBO.with_row_matrices`,
       refused beyond :data:`ROW_MATRIX_BYTES`); energies are always those of the given problem.
+    * ``threaded``: the solve runs on torch's intra-op threads and gains from them on layer-sized
+      problems (the relaxations: 1.7-1.9x with 2 threads on MiniLM's layers,
+      ``benchmarks/results/adaround_throughput.md``): the pipeline gives its ``threads``
+      parameter the run's ``threads``. Others keep their own setting (GPTQ's single BLAS thread
+      is faster on the factorisations of a layer than two).
     """
 
     name: ClassVar[str] = ""
@@ -134,6 +139,7 @@ class Solver(abc.ABC):
     has_data_form: ClassVar[bool] = False
     batches_groups: ClassVar[bool] = False
     column_scales: ClassVar[bool] = False
+    threaded: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 
     def __init__(self, **params: Any) -> None:

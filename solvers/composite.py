@@ -13,6 +13,7 @@ them found.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from qubo_round.problem import QUBOFamily
 
 from .base import CapabilityError, ParameterError, Solver
-from .registry import get_solver, register
+from .registry import get_solver, register, solver_class
 
 __all__ = ["Chain", "ChainParams", "Polish", "PolishParams", "Portfolio", "PortfolioParams", "SEPARATOR"]
 
@@ -36,6 +37,10 @@ def _specs(solvers) -> tuple[str, ...]:
     if len(specs) < 1 or not all(isinstance(s, str) and s for s in specs):
         raise ValueError(f"solvers must name at least one registered solver, got {solvers!r}")
     return specs
+
+
+def _fields(spec: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(solver_class(spec).Params)}
 
 
 def _check_all(solvers, problem: QUBOFamily, what: str) -> None:
@@ -72,16 +77,35 @@ class ChainParams:
     Attributes:
         solvers: registry specs (``name`` or ``name/preset``), run in this order (default:
             GPTQ's rounding, then the iterated tabu search from it).
+        device, threads: where the stages compute, given to the stages that have these
+            parameters (None: each stage's own default).
+        keep: also return the best sample of every earlier stage, so the chain's best is never
+            worse than any stage's (default). False: the last stage's samples only, a pure warm
+            start (a descent that follows, such as the pipeline's polish, then starts from the
+            last stage's rounding, which can be the better basin even where its energy is not).
     """
 
     solvers: tuple[str, ...] = ("gptq", "its")
+    device: str | None = None
+    threads: int | None = None
+    keep: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "solvers", _specs(self.solvers))
+        if not isinstance(self.keep, bool):
+            raise ValueError(f"keep must be True or False, got {self.keep!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
 
 
 @register("chain", presets={
     "adaround-its": {"solvers": ("adaround/fast", "its")},
+    # GPTQ's rounding refined by 50 steps of the relaxation (``adaround/warm``), then (in the
+    # pipeline) the polish from the relaxation's rounding; from act-order GPTQ
+    # (``reference-adaround``): MiniLM's default (benchmarks/results/minilm_default.md)
+    "gptq-adaround": {"solvers": ("gptq/in-order", "adaround/warm"), "keep": False},
+    "reference-adaround": {"solvers": ("gptq/reference", "adaround/warm"), "keep": False},
 })
 class Chain(Solver):
     """Registered solvers in sequence, each warm-started from the previous one's best."""
@@ -91,10 +115,25 @@ class Chain(Solver):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.stages = [get_solver(s) for s in self.params.solvers]
+        self.stages = [get_solver(s, **self._forwarded(s)) for s in self.params.solvers]
+        # the pipeline stacks a layer's row groups into one problem when a stage works on them
+        # batched, and gives the chain its threads when a stage uses them
+        self.batches_groups = any(s.batches_groups for s in self.stages)
+        self.threaded = any(s.threaded for s in self.stages)
         if any(type(s) is type(self) for s in self.stages):
             raise ParameterError("a chain stage may not itself be a chain; list its solvers instead")
         self.needs_space = any(s.needs_space for s in self.stages)
+
+    def _forwarded(self, spec: str) -> dict[str, Any]:
+        """The chain's ``device`` (to every stage that has the parameter) and ``threads`` (to the
+        ``threaded`` stages), where given."""
+        cls, fields = solver_class(spec), _fields(spec)
+        out = {}
+        if self.params.device is not None and "device" in fields:
+            out["device"] = self.params.device
+        if self.params.threads is not None and "threads" in fields and cls.threaded:
+            out["threads"] = self.params.threads
+        return out
 
     def check(self, problem: QUBOFamily) -> None:
         _check_all(self.stages, problem, "chain stage")  # (the first refuses anything but a QUBOFamily)
@@ -118,7 +157,7 @@ class Chain(Solver):
                 status = "time_limit"
             start = r.best
             last = r.samples
-            if i < len(self.stages) - 1:
+            if i < len(self.stages) - 1 and self.params.keep:
                 kept.append(r.best[None])
         if not stages:
             last = problem.apply_fixed(np.zeros(problem.shape, np.uint8) if start is None else start)[None]

@@ -149,7 +149,9 @@ class GPTQParams:
             raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
 
 
-@register("gptq", presets={"act-order": {"act_order": True}, "in-order": {"fixed": "in-order"}})
+@register("gptq", presets={"act-order": {"act_order": True}, "in-order": {"fixed": "in-order"},
+                           # the reference GPTQ with act-order (desc_act): one factorisation per layer
+                           "reference": {"act_order": True, "fixed": "in-order"}})
 class GPTQ(Solver):
     """GPTQ / LDLQ: nearest rounding with error feedback through the inverse-Cholesky factor of
     the row matrix, each variable restricted to floor or ceil.
@@ -160,7 +162,8 @@ class GPTQ(Solver):
     ``fixed="in-order"`` (preset ``gptq/in-order``) is the reference GPTQ's behaviour instead:
     one factorisation of the whole shared ``A`` per layer; a fixed variable takes its value
     when the column loop reaches it and its error feeds the later columns only (earlier columns
-    did not see it coming). Rows with per-row ``A`` always use ``condition``.
+    did not see it coming). Rows with per-row ``A`` use ``condition``, except stacked row groups
+    (:func:`~qubo_round.problem.stack_rows`), which run the in-order loop group by group.
     """
     column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
@@ -223,6 +226,9 @@ class GPTQ(Solver):
         X = problem.apply_fixed((prior >= 0.5).astype(np.uint8))  # nearest: kept where time runs out
         if sp.shared and self.params.fixed == "in-order":
             return self._in_order(problem, sp, prior, fm, fv)
+        blocks = problem.meta.get("row_groups")
+        if not sp.shared and self.params.fixed == "in-order" and blocks and sum(blocks) == problem.rows:
+            return self._in_order_blocks(problem, sp, prior, fm, fv, blocks)
         if sp.shared:
             patterns, inverse = np.unique(fm, axis=0, return_inverse=True)
             groups = [(patterns[g], np.flatnonzero(inverse.reshape(-1) == g)) for g in range(len(patterns))]
@@ -246,6 +252,25 @@ class GPTQ(Solver):
         log.debug("gptq: %d factorisations, relative damping up to %.3g", done, max(deltas, default=0.0))
         return problem.apply_fixed(X), {"status": status, "factorisations": done,
                                         "damping_rel_max": float(max(deltas, default=0.0))}
+
+    def _in_order_blocks(self, problem: QUBOFamily, sp, prior, fm, fv, blocks):
+        """Stacked row groups (:func:`~qubo_round.problem.stack_rows`: ``meta["row_groups"]``, the
+        rows of each sharing one matrix): the in-order loop per group on its one factor, as if
+        each group were solved alone."""
+        q = np.empty(problem.shape)
+        deltas, done, start = [], 0, 0
+        for size in blocks:
+            r = slice(start, start + size)
+            start += size
+            A = sp.P[r.start]
+            qg, delta, factored = self._round_rows(A, sp.a[r], sp.lin[r], prior[r], forced=fm[r], values=fv[r],
+                                                   block=LAZY_BLOCK, col=None if sp.col is None else sp.col[r])
+            q[r] = qg
+            done += int(factored)
+            if factored:
+                deltas.append(delta / max(float(np.mean(np.diag(A))), 1e-300))
+        return problem.apply_fixed(q.astype(np.uint8)), {"status": "feasible", "factorisations": done,
+                                                         "damping_rel_max": float(max(deltas, default=0.0))}
 
     def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv):
         """One factor of the shared ``A`` for all rows; fixed variables forced in the loop."""

@@ -128,6 +128,6 @@ def describe(name: str) -> dict[str, Any]:
     c = entry.cls
     return {"name": name, "exact": c.exact, "max_variables": c.max_variables, "needs_gpu": c.needs_gpu,
             "required_modules": list(c.required_modules), "needs_space": c.needs_space,
-            "baseline": c.baseline, "has_data_form": c.has_data_form, "batches_groups": c.batches_groups, "column_scales": c.column_scales,
+            "baseline": c.baseline, "has_data_form": c.has_data_form, "batches_groups": c.batches_groups, "column_scales": c.column_scales, "threaded": c.threaded,
             "available": not c.missing_modules(), "presets": sorted(entry.presets),
             "doc": (c.__doc__ or "").strip().splitlines()[0] if c.__doc__ else ""}

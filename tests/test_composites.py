@@ -66,3 +66,38 @@ def test_portfolio_with_an_exact_member_is_optimal_and_checks_its_members():
     from qubo_round.instances import load_instance
     with pytest.raises(CapabilityError, match="portfolio member 'nearest'"):
         get_solver("portfolio", solvers=("greedy", "nearest")).solve(load_instance("bqp50-1"))
+
+
+def test_chain_forwards_device_and_threads_to_the_stages_that_have_them():
+    c = get_solver("chain/gptq-adaround", threads=2, device="cpu")
+    gptq, ada = c.stages
+    # threads to the threaded stage only: GPTQ keeps its single BLAS thread
+    assert (gptq.params.threads, ada.params.threads, ada.params.device) == (1, 2, "cpu")
+    assert ada.params.iterations == get_solver("adaround/warm").params.iterations  # the stage's preset kept
+    assert c.batches_groups  # a relaxation stage: the pipeline stacks row groups for it
+    assert not get_solver("chain", solvers=("gptq", "its")).batches_groups
+    assert c.threaded and not get_solver("chain", solvers=("gptq", "its")).threaded
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        get_solver("chain", threads=0)
+
+
+def test_chain_gptq_adaround_starts_from_gptq_and_never_ends_above_it():
+    p = _layer(seed=4, rows=8, cols=24)
+    r = get_solver("chain/gptq-adaround").solve(p, seed=0)
+    g = get_solver("gptq/in-order").solve(p, seed=0)
+    assert [s["solver"] for s in r.info["stages"]] == ["gptq/in-order", "adaround/warm"]
+    assert r.info["stages"][0]["energy"] == pytest.approx(g.energy)
+    # keep=False (a warm start): the last stage's samples only, not GPTQ's kept beside them
+    assert r.samples.shape[0] == 1 and r.info["stages"][1]["energy"] == pytest.approx(r.energy)
+    kept = get_solver("chain", solvers=("gptq/in-order", "adaround/warm")).solve(p, seed=0)
+    assert kept.energy <= min(g.energy, r.energy) + 1e-12  # keep=True: never worse than a stage
+
+
+def test_the_pipeline_gives_its_threads_to_threaded_solvers_and_chains_only():
+    from qubo_round.pipeline.run import _solver_for
+    chain = _solver_for("chain/reference-adaround", {}, "cpu", threads=2)
+    assert chain.params.threads == 2 and chain.stages[1].params.threads == 2
+    assert chain.stages[0].params.threads == 1  # GPTQ keeps its single BLAS thread
+    assert _solver_for("adaround", {}, "cpu", threads=2).params.threads == 2
+    assert _solver_for("adaround", {"threads": 1}, "cpu", threads=2).params.threads == 1  # the layer's setting wins
+    assert _solver_for("gptq/in-order", {}, "cpu", threads=2).params.threads == 1

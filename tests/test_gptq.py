@@ -196,3 +196,21 @@ def test_blocked_forced_loop_equals_unblocked():
     for block in (1, 7, 16):
         np.testing.assert_array_equal(error_feedback_round(U, u, forced=forced, values=values, block=block), one)
     assert np.array_equal(one[forced], values[forced])
+
+
+@pytest.mark.parametrize("group", [None, 8])
+def test_in_order_on_stacked_row_groups_equals_each_group_alone(group):
+    """stack_rows' row groups (the heads of a value projection): one factor per group, the
+    rounding each group gets when solved alone, bit for bit."""
+    from qubo_round.problem import stack_rows
+    rng = np.random.default_rng(3)
+    parts = []
+    for k, rows in enumerate((5, 7, 4)):
+        X = rng.normal(size=(24, 200)) * rng.uniform(0.2, 2.0, size=(24, 1))
+        parts.append(covariance_problem(rng.normal(size=(rows, 24)), X @ X.T / 200,
+                                        Grid(bits=3, group_size=group), layer="l", head=k))
+    solver = get_solver("gptq/in-order")
+    stacked = solver.solve(stack_rows(parts), seed=0)
+    alone = np.concatenate([solver.solve(p, seed=0).best for p in parts])
+    np.testing.assert_array_equal(stacked.best, alone)
+    assert stacked.info["factorisations"] == 3

@@ -156,3 +156,20 @@ def test_shipped_instance_solves_from_an_empty_folder(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "energy -2098" in r.stdout  # bqp50-1's best-known value, 2098 (maximisation)
     assert not list(tmp_path.iterdir())
+
+
+def test_quantize_defaults_come_from_the_model_and_the_command_line_wins():
+    from qubo_round.cli import build_parser
+    from qubo_round.pipeline.cli import run_config
+    from qubo_round.zoo import ModelBundle
+
+    def cfg(*argv, defaults=None):
+        return run_config(build_parser().parse_args(["quantize", *argv]), defaults or {})
+    minilm = {"solver": "chain/reference-adaround", "reconstruction": "layerwise", "value_loss": "attention"}
+    c = cfg(defaults=minilm)
+    assert (c.solver, c.reconstruction, c.value_loss) == ("chain/reference-adaround", "layerwise", "attention")
+    c = cfg("--solver", "gptq", "--value-loss", "token", defaults=minilm)
+    assert (c.solver, c.reconstruction, c.value_loss) == ("gptq", "layerwise", "token")
+    c = cfg()  # no model defaults: the library's
+    assert (c.solver, c.reconstruction, c.value_loss) == ("adaround", "asymmetric", "token")
+    assert ModelBundle.__dataclass_fields__["defaults"].default_factory() == {}

@@ -172,9 +172,13 @@ def _se(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
-def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreement:
-    """Compare quantized to float embeddings (both (N, 384), L2-normalised)."""
-    cos = (e_float * e_quant).sum(-1)  # (N,) per sentence
+def per_sentence(e_float: torch.Tensor, e_quant: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-sentence agreement of quantized with float embeddings (both (N, 384), L2-normalised):
+    ``cosine``, ``nn_top1`` (1 where the nearest other sentence is unchanged) and
+    ``nn_top10_overlap`` (shared fraction of the 10 nearest), each (N,) float64; two methods
+    are compared sentence by sentence on them (paired differences)."""
+    cos = (e_float * e_quant).sum(-1)
+
     def knn(e, k):
         s = e @ e.T
         s.fill_diagonal_(-np.inf)
@@ -182,5 +186,12 @@ def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreemen
     kf, kq = knn(e_float, 10), knn(e_quant, 10)
     top1_i = (kf[:, 0] == kq[:, 0]).double().cpu().numpy()
     overlap_i = np.array([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(kf, kq)])
-    return EmbeddingAgreement(cos.mean().item(), float(top1_i.mean()), float(overlap_i.mean()),
-                              _se(cos.double().cpu().numpy()), _se(top1_i), _se(overlap_i))
+    return {"cosine": cos.double().cpu().numpy(), "nn_top1": top1_i, "nn_top10_overlap": overlap_i}
+
+
+def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreement:
+    """Compare quantized to float embeddings (both (N, 384), L2-normalised)."""
+    p = per_sentence(e_float, e_quant)
+    cos = (e_float * e_quant).sum(-1)
+    return EmbeddingAgreement(cos.mean().item(), float(p["nn_top1"].mean()), float(p["nn_top10_overlap"].mean()),
+                              _se(p["cosine"]), _se(p["nn_top1"]), _se(p["nn_top10_overlap"]))

@@ -30,7 +30,8 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 def add_parser(sub) -> None:
-    q = sub.add_parser("quantize", help="quantize a whole network (default solver: adaround)")
+    q = sub.add_parser("quantize", help="quantize a whole network (default: the model's measured best "
+                                        "configuration; adaround for models without one)")
     q.add_argument("--model", default="digits", help="zoo name (digits, minilm) or FILE.py:FACTORY")
     q.add_argument("--weights", help="state dict (.pt) for a FILE.py:FACTORY model")
     q.add_argument("--calib", help="calibration inputs (.pt holding one tensor) for a FILE.py:FACTORY model")
@@ -43,20 +44,24 @@ def add_parser(sub) -> None:
     q.add_argument("--group-size", type=int, default=None, metavar="G",
                    help="one scale per output channel and group of G input columns (e.g. 128; default: "
                         "one per channel)")
-    q.add_argument("--solver", default="adaround", help="registry name, optionally NAME/PRESET")
+    q.add_argument("--solver", default=None,
+                   help="registry name, optionally NAME/PRESET (default: the zoo model's, chain/reference-adaround "
+                        "for minilm; else adaround)")
     q.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="solver parameter")
     q.add_argument("--form", choices=["auto", "covariance", "data"], default="auto")
     q.add_argument("--activation", choices=["none", "relu"], default="none",
                    help="activation-aware loss through a following ReLU (data form)")
-    q.add_argument("--reconstruction", choices=["asymmetric", "layerwise"], default="asymmetric",
+    q.add_argument("--reconstruction", choices=["asymmetric", "layerwise"], default=None,
                    help="asymmetric: inputs from the partly quantized network, targets from the float one "
-                        "(eq. 25); layerwise: both from the float network (eq. 20)")
+                        "(eq. 25); layerwise: both from the float network (eq. 20) (default: the zoo "
+                        "model's, layerwise for minilm; else asymmetric)")
     q.add_argument("--asymmetric-weight", type=float, default=1.0, metavar="A",
                    help="with asymmetric reconstruction, minimise (1 - A) E_layerwise + A E_asymmetric "
                         "(default 1: eq. 25 alone)")
-    q.add_argument("--value-loss", choices=["token", "attention"], default="token",
+    q.add_argument("--value-loss", choices=["token", "attention"], default=None,
                    help="loss of self-attention value projections: token (per-token covariance, as every other "
-                        "layer) or attention (after each head's attention mixing, one QUBO per head)")
+                        "layer) or attention (after each head's attention mixing, one QUBO per head) (default: "
+                        "the zoo model's, attention for minilm; else token)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")
@@ -125,8 +130,23 @@ def _load_user_model(args):
                        evaluation=evaluation, description="user model")
 
 
+def run_config(args, defaults: dict):
+    """The run's :class:`QuantConfig`: the command line's settings; where ``--solver``,
+    ``--reconstruction`` or ``--value-loss`` is not given, the model's ``defaults``
+    (:attr:`~qubo_round.zoo.ModelBundle.defaults`), else the library's."""
+    from . import LayerOverride, QuantConfig
+    chosen = {k: v for k, v in (("solver", args.solver), ("reconstruction", args.reconstruction),
+                                ("value_loss", args.value_loss)) if v is not None}
+    return QuantConfig(**{**defaults, **chosen}, bits=args.bits, granularity=args.granularity,
+                       scheme=args.scheme, narrow=args.narrow, scale_method=args.scale_method,
+                       group_size=args.group_size, solver_params=parse_params(args.param), form=args.form,
+                       activation=args.activation, asymmetric_weight=args.asymmetric_weight,
+                       polish=not args.no_polish, holdout=args.holdout,
+                       seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
+
+
 def run(args) -> int:
-    from . import LayerOverride, QuantConfig, quantize_model, save_quantized
+    from . import QuantConfig, quantize_model, save_quantized
     from .run import check_device
     from .nearest import nearest_model
     from ..zoo import load_model
@@ -152,12 +172,9 @@ def run(args) -> int:
     bundle = _load_user_model(args) if ".py:" in args.model else load_model(args.model)
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)
-    config = QuantConfig(bits=args.bits, granularity=args.granularity, scheme=args.scheme, narrow=args.narrow,
-                         scale_method=args.scale_method, group_size=args.group_size, solver=args.solver,
-                         solver_params=parse_params(args.param), form=args.form, activation=args.activation,
-                         reconstruction=args.reconstruction, asymmetric_weight=args.asymmetric_weight,
-                         polish=not args.no_polish, holdout=args.holdout, value_loss=args.value_loss,
-                         seed=args.seed, overrides={s: LayerOverride(skip=True) for s in args.skip})
+    config = run_config(args, bundle.defaults)
+    log.info("solver %s, %s reconstruction, value loss %s%s", config.solver, config.reconstruction, config.value_loss,
+             f" (the {args.model} model's defaults: {bundle.defaults})" if bundle.defaults else "")
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None
     t0 = time.perf_counter()
@@ -165,7 +182,8 @@ def run(args) -> int:
                                     progress=not args.no_progress, client=args.scheduler, workers=args.workers)
     seconds = time.perf_counter() - t0
     qmodel = qmodel.cpu()
-    out = {"model": args.model, "bits": args.bits, "solver": args.solver, "granularity": args.granularity,
+    out = {"model": args.model, "bits": args.bits, "solver": config.solver, "granularity": args.granularity,
+           "reconstruction": config.reconstruction, "value_loss": config.value_loss,
            "group_size": args.group_size,
            "scheme": args.scheme, "seed": args.seed, "calibration_samples": n, "seconds": seconds,
            "metric": metric, "float_accuracy": None, "nearest_accuracy": None, "accuracy": None}
@@ -205,7 +223,7 @@ def run(args) -> int:
     print("|---|---|")
     print(f"| float | {fmt(out['float_accuracy'])} |")
     print(f"| nearest | {fmt(out['nearest_accuracy'])} |")
-    print(f"| {args.solver} | {fmt(out['accuracy'])} |")
+    print(f"| {config.solver} | {fmt(out['accuracy'])} |")
     print(f"| time | {seconds:.1f} s |")
     if args.export_onnx:
         print(f"\nONNX (QDQ) written to {args.export_onnx}: max |onnxruntime - torch| on two calibration "

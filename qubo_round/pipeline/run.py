@@ -84,13 +84,18 @@ def _signature(model: nn.Module, batches: list) -> dict:
             "calibration_samples": sum(_num_samples(b) for b in batches)}
 
 
-def _solver_for(spec: str, params: dict, device: str, progress: bool = False):
-    """The layer's solver; ``device`` and ``progress`` (a bar over the iterations) are passed to
-    the solvers that have these parameters, unless the layer's settings give them."""
+def _solver_for(spec: str, params: dict, device: str, progress: bool = False, threads: int | None = None):
+    """The layer's solver; ``device``, ``progress`` (a bar over the iterations) and, for the
+    ``threaded`` solvers, ``threads`` (None: not passed) are passed to the solvers that have these
+    parameters (a chain forwards them to its stages), unless the layer's settings give them."""
     cls = solver_class(spec)
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     extra = {k: v for k, v in (("device", device), ("progress", progress)) if k in fields and k not in params}
-    return get_solver(spec, **params, **extra)
+    solver = get_solver(spec, **params, **extra)
+    if threads and solver.threaded and "threads" in fields and "threads" not in params:
+        # (an instance's flag: a chain is threaded when one of its stages is)
+        solver = get_solver(spec, **params, **extra, threads=threads)
+    return solver
 
 
 #: Work per weight and step that both forms of AdaRound do alike (rectified sigmoid, regulariser,
@@ -137,7 +142,7 @@ def check_device(device: str) -> None:
 
 def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = None, *,
                    device: str = "cpu", run_dir=None, progress: bool = True, client=None,
-                   workers: int | None = None) -> tuple[nn.Module, QuantReport]:
+                   workers: int | None = None, threads: int | None = None) -> tuple[nn.Module, QuantReport]:
     """Quantize every supported layer of ``model``; return ``(quantized copy, report)``.
 
     Args:
@@ -151,9 +156,15 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         client: solve the layers as independent tasks (:mod:`qubo_round.pipeline.parallel`;
             layer-wise reconstruction): a ``distributed.Client``, a scheduler address or
             ``"local"`` (a LocalCluster of ``workers`` single-threaded processes). None: serial.
+        threads: CPU threads of the ``threaded`` covariance-form solvers (the relaxations' torch
+            threads; a chain's relaxation stages), unless the layer's settings give them; default:
+            torch's setting, ``torch.get_num_threads()``. Layer-parallel workers use one each.
     """
     config = config or QuantConfig()
     check_device(device)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None (torch's setting), got {threads!r}")
+    threads = threads or torch.get_num_threads()
     if client is not None:
         check_parallel_config(config)
         if device != "cpu":
@@ -188,7 +199,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     # (embeddings, finished blocks) replay their outputs instead of recomputing them.
     if client is not None:
         run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
-                       hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=None, replay=None, report=report,
+                       threads=1, hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=None, replay=None, report=report,
                        sites=sites)
         executor = DaskExecutor(client, workers)
         try:
@@ -202,7 +213,7 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
-                   hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report,
+                   threads=threads, hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report,
                    sites=sites)
     try:
         _run_layers(run, order)
@@ -284,8 +295,8 @@ def solve_layer(task: LayerTask):
     rows, cols = task.weights[0].shape
     step = LayerStep(index=task.index, name=task.name, lcfg=task.lcfg, t0=t0, grid=task.grid, form="covariance",
                      seed=task.seed, problems=problems, weight_shape=task.weight_shape, groups=len(task.weights),
-                     rows=rows, cols=cols)
-    _solve_groups(step, "cpu", False)
+                     rows=rows, cols=cols, row_blocks=task.row_blocks)
+    _solve_groups(step, "cpu", False, 1)
     _polish(step)
     return _write_back(step)
 
@@ -388,6 +399,7 @@ def _capture(run: RunState, step: LayerStep) -> None:
     step.activation = activation
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
     step.problems = _layer_problems(name, ad, st, run.asymmetric_weight, grid=step.grid)
+    step.row_blocks = st.row_blocks
     step.seed = config.seed + step.index
 
 
@@ -408,17 +420,19 @@ def _mixed_stats(run: RunState, name: str, batches=None):
 def _solve(run: RunState, step: LayerStep) -> None:
     """The layer's solver on its QUBOs (covariance form) or on its mini-batches (data form)."""
     if step.form == "covariance":
-        _solve_groups(step, run.device, run.progress)
+        _solve_groups(step, run.device, run.progress, run.threads)
     else:
         step.Vs, step.statuses, info = solve_data_form(run, step)
         step.infos, step.solve_seconds = [info], info["seconds"]
         step.capture_seconds += info["capture_seconds"]
 
 
-def _solve_groups(step: LayerStep, device: str, progress: bool) -> None:
-    """The covariance form: the layer's solver on its groups' QUBOs."""
+def _solve_groups(step: LayerStep, device: str, progress: bool, threads: int) -> None:
+    """The covariance form: the layer's solver on its groups' QUBOs (row blocks, the heads of a
+    value projection, one by one: stacking them into per-row matrices, 450 MB for a MiniLM value
+    projection, costs more than the batched solve saves)."""
     step.Vs, step.statuses, step.infos, step.solve_seconds = _solve_covariance(
-        step.problems, step.lcfg, step.seed, device, progress)
+        step.problems, step.lcfg, step.seed, device, progress, threads, stack=step.row_blocks == 1)
 
 
 def _polish(step: LayerStep) -> None:
@@ -500,12 +514,13 @@ def _group_problems(name, weights, stats, grid=None, spaces=None, row_blocks: in
                 for g, (W, (H, H_hat, C), sp) in enumerate(zip(weights, stats, spaces))]
 
 
-def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool):
-    """The layer's solver on its groups' QUBOs. Returns (roundings V, statuses, the solvers' info
-    dicts, seconds inside the solver)."""
-    solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress)
+def _solve_covariance(problems, lcfg, seed: int, device: str, progress: bool, threads: int, stack: bool = True):
+    """The layer's solver on its groups' QUBOs (``stack``: as one stacked problem for the solvers
+    that batch groups). Returns (roundings V, statuses, the solvers' info dicts, seconds inside
+    the solver)."""
+    solver = _solver_for(lcfg.solver, dict(lcfg.solver_params), device, progress, threads)
     t0 = time.perf_counter()
-    if len(problems) > 1 and solver.batches_groups:
+    if len(problems) > 1 and solver.batches_groups and stack:
         # e.g. a relaxation runs the groups of a grouped conv as one batched problem (per-row H)
         r = solver.solve(stack_rows(problems), seed=seed)
         cuts = np.cumsum([p.rows for p in problems])[:-1]

@@ -23,7 +23,8 @@ class RunState:
     """What every layer of one run shares.
 
     Attributes:
-        config: the run's configuration; ``device``, ``progress``: where and how it runs.
+        config: the run's configuration; ``device``, ``progress``, ``threads`` (the solvers' CPU
+            threads): where and how it runs.
         fmodel: the float network (batch norm folded); ``qmodel``: its copy being quantized.
         batches: the calibration batches fitted on; ``hold``: the held-out ones (may be empty).
         relu_after: layers followed by a ReLU (activation-aware loss); ``run_dir``: checkpoints.
@@ -40,6 +41,7 @@ class RunState:
     fmodel: nn.Module
     qmodel: nn.Module
     batches: list
+    threads: int
     hold: list
     relu_after: set
     run_dir: RunDirectory | None
@@ -76,7 +78,8 @@ class LayerStep:
         Vs (one rounding per group), statuses, infos, solve_seconds: solve.
         solver_Vs, solver_loss, flips, polish_seconds: polish (``solver_Vs``: before it).
         near: round-to-nearest roundings; ``holdout``: the held-out report fields.
-        weight_shape, groups, rows (per group), cols: the layer's dimensions (capture).
+        weight_shape, groups, rows (per group), cols: the layer's dimensions (capture);
+            ``row_blocks``: the problems are that many blocks of rows of one weight group.
     """
 
     index: int
@@ -104,3 +107,4 @@ class LayerStep:
     groups: int = 1
     rows: int = 0
     cols: int = 0
+    row_blocks: int = 1
