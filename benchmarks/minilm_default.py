@@ -9,7 +9,8 @@ Methods (``quantize_model``, layer-wise reconstruction unless the model's defaul
 * ``gptq/in-order+attention``, ``gptq/reference+attention``: the two GPTQ presets given our
   value-projection lever too (``value_loss='attention'``), so that the solvers are compared on
   the same loss.
-* any other ``SOLVER`` or ``SOLVER+attention``: that registry spec, layer-wise (an ablation).
+* any other ``SOLVER``, with ``+attention`` and/or ``+asymmetric`` (asymmetric reconstruction
+  instead of layer-wise): that registry spec (an ablation).
 * ``default``: the MiniLM bundle's defaults (``ModelBundle.defaults``; ``chain/reference-adaround``:
   act-order GPTQ's rounding, 50 steps of AdaRound's relaxation from it, the polish; value
   projections on the attention-mixed loss). ``chain/gptq-adaround+attention`` is the same from
@@ -57,12 +58,13 @@ def method_config(method: str, defaults: dict) -> dict:
     """The QuantConfig fields of ``method`` (grid and seed added by the caller)."""
     if method == "default":
         return dict(defaults)
-    spec, plus, loss = method.partition("+")
-    if plus and loss != "attention":
-        raise ValueError(f"--methods: {method!r}: only SOLVER+attention adds a lever")
+    spec, *levers = method.split("+")
+    if not set(levers) <= {"attention", "asymmetric"}:
+        raise ValueError(f"--methods: {method!r}: the levers are +attention and +asymmetric")
     from qubo_round.solvers import solver_class
     solver_class(spec)  # an unknown solver is refused by name
-    return {"solver": spec, "reconstruction": "layerwise", **({"value_loss": "attention"} if plus else {})}
+    return {"solver": spec, "reconstruction": "asymmetric" if "asymmetric" in levers else "layerwise",
+            **({"value_loss": "attention"} if "attention" in levers else {})}
 
 
 def parse_grid(spec: str) -> tuple[int, str, int]:
