@@ -47,6 +47,8 @@ from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.zoo import load_model
 
+from minilm_layer_attribution import machine  # the sibling script (benchmarks/ is on sys.path)
+
 log = logging.getLogger("minilm_default")
 
 METHODS = ("nearest", "gptq/in-order", "gptq/reference", "gptq/in-order+attention", "gptq/reference+attention",
@@ -76,11 +78,6 @@ def parse_grid(spec: str) -> tuple[int, str, int]:
     if scales not in ("mse", "minmax") or out[2] < 0:
         raise SystemExit(f"--grids: {spec!r}: SCALES must be mse or minmax and GROUP >= 0 (0: per channel)")
     return out
-
-
-def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
 def run(grids, seeds, methods, samples: int, out: Path) -> list[dict]:
@@ -116,7 +113,7 @@ def run(grids, seeds, methods, samples: int, out: Path) -> list[dict]:
                        "value_loss": cfg.value_loss, "seconds": seconds,
                        "loss": None if rep is None else rep.loss, "loadavg": os.getloadavg()[0],
                        **{k: float(v.mean()) for k, v in per.items()},
-                       **{f"{k}_se": float(v.std(ddof=1) / np.sqrt(len(v))) for k, v in per.items()}}
+                       **{f"{k}_se": minilm.standard_error(v) for k, v in per.items()}}
                 records.append(rec)
                 for k in PAIRED:
                     sentences[f"{spec}|{seed}|{method}|{k}"] = per[k]
@@ -134,8 +131,9 @@ def paired(sentences: dict, spec: str, seed: int, a: str, b: str, key: str) -> t
     x, y = sentences.get(f"{spec}|{seed}|{a}|{key}"), sentences.get(f"{spec}|{seed}|{b}|{key}")
     if x is None or y is None:
         return None
+    from qubo_round.models.minilm import standard_error
     d = np.asarray(x) - np.asarray(y)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return float(d.mean()), standard_error(d)
 
 
 def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]:
@@ -175,7 +173,8 @@ def to_markdown(records: list[dict], sentences: dict, samples: int) -> str:
     lines = ["# all-MiniLM-L6-v2: the default of `qubo-round quantize --model minilm` against our GPTQ", "",
              f"- calibration sentences: {samples} (calibration seed per row); evaluation: 512 held-out sentences",
              "- grid: per-channel symmetric, narrow range off; `minmax` = max-abs scales; g = group size",
-             f"- machine: {machine()}; one run at a time, nothing else running (load average beside each run)",
+             f"- machine: {machine()} ({torch.get_num_threads()} threads), Python {platform.python_version()}; one run "
+             "at a time, nothing else running (load average beside each run)",
              "- command: `python benchmarks/minilm_default.py` (see its docstring)", "",
              "Mean over sentences +- standard error over sentences; `default - x`: the paired per-sentence "
              "difference of the default and method x, mean +- its standard error.", ""]

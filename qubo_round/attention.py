@@ -33,8 +33,9 @@ from .stats import CovarianceAccumulator, LayerStats, _call, _checked, iterate_b
 
 log = logging.getLogger(__name__)
 
-#: Relative tolerance of the per-batch check ``context == P_h V_h`` (float32 products of the
-#: model against a float64 recomputation: errors ~1e-6 of the largest entry).
+#: Relative tolerance of the per-batch check ``context == P_h V_h``, relative to the largest
+#: entry: the model's float32 products against a float64 recomputation (a module that mixes
+#: otherwise differs at order 1).
 IDENTITY_RTOL = 1e-3
 
 
@@ -76,10 +77,16 @@ def _weights(site: AttentionSite, out) -> tuple[torch.Tensor, torch.Tensor]:
     return out[0].detach(), p.detach()
 
 
-def _mixed(site: AttentionSite, x: torch.Tensor, v: torch.Tensor, ctx: torch.Tensor,
-           p: torch.Tensor) -> torch.Tensor:
-    """``P_h X`` (heads, cols, batch * tokens) float64 of one call, after checking that the
-    module's context is ``P_h V_h`` per head."""
+def _mix(P: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``P_h X`` as (heads, cols, batch * tokens) float64: ``P`` (B, heads, T, T) float64, ``x`` (B, T, cols)."""
+    B, heads, T, _ = P.shape
+    return (P @ x.to(torch.float64)[:, None]).permute(1, 3, 0, 2).reshape(heads, x.shape[-1], B * T)
+
+
+def _checked_weights(site: AttentionSite, x: torch.Tensor, v: torch.Tensor, ctx: torch.Tensor,
+                     p: torch.Tensor) -> torch.Tensor:
+    """The attention weights of one call as float64, after checking that they fit the value
+    projection's input ``x`` and output ``v`` and that the module's context is ``P_h V_h`` per head."""
     B, T, heads = p.shape[0], p.shape[-1], p.shape[1]
     rows = v.shape[-1]
     if x.dim() != 3 or x.shape[:2] != (B, T) or p.shape != (B, heads, T, T) or rows % heads:
@@ -95,8 +102,7 @@ def _mixed(site: AttentionSite, x: torch.Tensor, v: torch.Tensor, ctx: torch.Ten
         raise ValueError(f"attention module {site.attention!r}: its output is not P_h V_h per head (rotary or "
                          "grouped-query values, or another mixing); value_loss='attention' does not apply to it, "
                          "use value_loss='token'")
-    M = P @ x.to(torch.float64)[:, None]  # (B, heads, T, cols)
-    return M.permute(1, 3, 0, 2).reshape(heads, x.shape[-1], B * T)
+    return P
 
 
 def capture_mixed_stats(model: nn.Module, sites: list[AttentionSite], data, *,
@@ -171,13 +177,13 @@ def _accumulate(site: AttentionSite, b: _Batch, xhat: list[torch.Tensor] | None,
         raise ValueError(f"attention module {site.attention!r} and its value projection ran a different number of "
                          f"times in one pass ({len(b.p)} against {calls}{'' if xhat is None else f', {len(xhat)} in the quantized network'})")
     for c in range(calls):
-        M = _mixed(site, b.x[c], b.v[c], b.ctx[c], b.p[c])
-        Mh = None
+        P = _checked_weights(site, b.x[c], b.v[c], b.ctx[c], b.p[c])
+        M, Mh = _mix(P, b.x[c]), None
         if xhat is not None:
             if xhat[c].shape != b.x[c].shape:
                 raise ValueError(f"layer {site.value!r}: input {tuple(xhat[c].shape)} in the quantized network, "
                                  f"{tuple(b.x[c].shape)} in the float one")
-            Mh = (b.p[c].to(torch.float64) @ xhat[c].to(torch.float64)[:, None]).permute(1, 3, 0, 2).reshape(M.shape)
+            Mh = _mix(P, xhat[c])
         if site.value not in stats:
             stats[site.value] = LayerStats(site.value, [CovarianceAccumulator(M.shape[1], xhat is not None)
                                                         for _ in range(M.shape[0])], row_blocks=M.shape[0])

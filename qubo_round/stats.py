@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import LayerAdapter, get_layer
+from .layers import get_layer
 
 log = logging.getLogger(__name__)
 
@@ -494,25 +494,26 @@ def capture_stats(model: nn.Module, layer_names: list[str], data, *,
              for n, a in adapters.items()}
     if asym:
         return _capture_asymmetric(model, model_hat, adapters, adapters_hat, stats, data, float_inputs, replay)
+    def add(name: str, x: torch.Tensor) -> None:
+        cols = adapters[name].unfold_input(x)
+        for g, acc in enumerate(stats[name].groups):
+            acc.add_batch(cols[g], where=f"layer {name!r}")
+
     cached = {n: float_inputs.take(n) for n in layer_names} if float_inputs is not None else {}
     if cached and all(c is not None for c in cached.values()):
         # the float inputs are held for the run: no forward pass at all
         for n, per_batch in cached.items():
             for calls in per_batch:
                 for x in calls:
-                    cols = adapters[n].unfold_input(x)
-                    for g, acc in enumerate(stats[n].groups):
-                        acc.add_batch(cols[g], where=f"layer {n!r}")
+                    add(n, x)
         return _checked(stats, len(next(iter(cached.values()))))
 
-    def float_hook(name: str, ad: LayerAdapter):
+    def float_hook(name: str):
         def hook(_mod, inputs, _out):
-            cols = ad.unfold_input(inputs[0])
-            for g, acc in enumerate(stats[name].groups):
-                acc.add_batch(cols[g], where=f"layer {name!r}")
+            add(name, inputs[0])
         return hook
 
-    handles = [adapters[n].module.register_forward_hook(float_hook(n, adapters[n])) for n in layer_names]
+    handles = [adapters[n].module.register_forward_hook(float_hook(n)) for n in layer_names]
     n_batches = 0
     try:
         with torch.no_grad():

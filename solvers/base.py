@@ -123,10 +123,10 @@ class Solver(abc.ABC):
       problem with one matrix per row (:meth:`~qubo_round.problem.LayerQUBO.with_row_matrices`,
       refused beyond :data:`ROW_MATRIX_BYTES`); energies are always those of the given problem.
     * ``threaded``: the solve runs on torch's intra-op threads and gains from them on layer-sized
-      problems (the relaxations: 1.7-1.9x with 2 threads on MiniLM's layers,
+      problems (AdaRound's step: 1.3-1.9x with 2 threads on MiniLM's layers,
       ``benchmarks/results/adaround_throughput.md``): the pipeline gives its ``threads``
-      parameter the run's ``threads``. Others keep their own setting (GPTQ's single BLAS thread
-      is faster on the factorisations of a layer than two).
+      parameter the run's ``threads``. Others keep their own setting (GPTQ: one BLAS thread,
+      :meth:`~qubo_round.solvers.gptq.GPTQ.solve`).
     """
 
     name: ClassVar[str] = ""

@@ -224,11 +224,9 @@ class GPTQ(Solver):
         sp = quadratic_split(problem)
         prior, fm, fv = problem.prior, problem.fixed_mask, problem.fixed_value.astype(np.float64)
         X = problem.apply_fixed((prior >= 0.5).astype(np.uint8))  # nearest: kept where time runs out
-        if sp.shared and self.params.fixed == "in-order":
-            return self._in_order(problem, sp, prior, fm, fv)
-        blocks = problem.meta.get("row_groups")
-        if not sp.shared and self.params.fixed == "in-order" and blocks and sum(blocks) == problem.rows:
-            return self._in_order_blocks(problem, sp, prior, fm, fv, blocks)
+        blocks = None if sp.shared else problem.meta.get("row_groups")  # stacked groups, one matrix each
+        if self.params.fixed == "in-order" and (sp.shared or (blocks and sum(blocks) == problem.rows)):
+            return self._in_order(problem, sp, prior, fm, fv, blocks)
         if sp.shared:
             patterns, inverse = np.unique(fm, axis=0, return_inverse=True)
             groups = [(patterns[g], np.flatnonzero(inverse.reshape(-1) == g)) for g in range(len(patterns))]
@@ -253,29 +251,22 @@ class GPTQ(Solver):
         return problem.apply_fixed(X), {"status": status, "factorisations": done,
                                         "damping_rel_max": float(max(deltas, default=0.0))}
 
-    def _in_order_blocks(self, problem: QUBOFamily, sp, prior, fm, fv, blocks):
-        """Stacked row groups (:func:`~qubo_round.problem.stack_rows`: ``meta["row_groups"]``, the
-        rows of each sharing one matrix): the in-order loop per group on its one factor, as if
+    def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv, blocks=None):
+        """The in-order loop, fixed variables forced in it: one factor of the shared ``A`` for all
+        rows, or, for stacked row groups (``blocks``, their sizes: :func:`~qubo_round.problem.stack_rows`'
+        ``meta["row_groups"]``, the rows of each sharing one matrix), one factor per group, as if
         each group were solved alone."""
+        a = np.broadcast_to(sp.a, (problem.rows,))
         q = np.empty(problem.shape)
         deltas, done, start = [], 0, 0
-        for size in blocks:
+        for size in blocks or [problem.rows]:
             r = slice(start, start + size)
             start += size
-            A = sp.P[r.start]
-            qg, delta, factored = self._round_rows(A, sp.a[r], sp.lin[r], prior[r], forced=fm[r], values=fv[r],
-                                                   block=LAZY_BLOCK, col=None if sp.col is None else sp.col[r])
-            q[r] = qg
+            A = sp.P if sp.shared else sp.P[r.start]
+            q[r], delta, factored = self._round_rows(A, a[r], sp.lin[r], prior[r], forced=fm[r], values=fv[r],
+                                                     block=LAZY_BLOCK, col=None if sp.col is None else sp.col[r])
             done += int(factored)
             if factored:
                 deltas.append(delta / max(float(np.mean(np.diag(A))), 1e-300))
         return problem.apply_fixed(q.astype(np.uint8)), {"status": "feasible", "factorisations": done,
                                                          "damping_rel_max": float(max(deltas, default=0.0))}
-
-    def _in_order(self, problem: QUBOFamily, sp, prior, fm, fv):
-        """One factor of the shared ``A`` for all rows; fixed variables forced in the loop."""
-        q, delta, factored = self._round_rows(sp.P, np.broadcast_to(sp.a, (problem.rows,)), sp.lin, prior,
-                                              forced=fm, values=fv, block=LAZY_BLOCK, col=sp.col)
-        delta_rel = delta / max(float(np.mean(np.diag(sp.P))), 1e-300) if factored else 0.0
-        return problem.apply_fixed(q.astype(np.uint8)), {"status": "feasible", "factorisations": int(factored),
-                                                         "damping_rel_max": float(delta_rel)}

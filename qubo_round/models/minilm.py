@@ -168,7 +168,8 @@ class EmbeddingAgreement:
     nn_top10_overlap_se: float = float("nan")
 
 
-def _se(x: np.ndarray) -> float:
+def standard_error(x: np.ndarray) -> float:
+    """Standard error of the mean of ``x``: sample standard deviation / sqrt(N) (nan below 2)."""
     return float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
@@ -194,4 +195,5 @@ def agreement(e_float: torch.Tensor, e_quant: torch.Tensor) -> EmbeddingAgreemen
     p = per_sentence(e_float, e_quant)
     cos = (e_float * e_quant).sum(-1)
     return EmbeddingAgreement(cos.mean().item(), float(p["nn_top1"].mean()), float(p["nn_top10_overlap"].mean()),
-                              _se(p["cosine"]), _se(p["nn_top1"]), _se(p["nn_top10_overlap"]))
+                              standard_error(p["cosine"]), standard_error(p["nn_top1"]),
+                              standard_error(p["nn_top10_overlap"]))

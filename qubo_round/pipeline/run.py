@@ -379,8 +379,7 @@ def _capture(run: RunState, step: LayerStep) -> None:
     step.weight_shape, step.groups, step.rows, step.cols = tuple(ad.module.weight.shape), ad.groups, ad.rows, ad.cols
     if name in run.sites:
         st = _mixed_stats(run, name)
-        if run.float_inputs is not None:
-            run.float_inputs.discard(name)
+        run.float_inputs.discard(name)
     else:
         # layer-wise: H from the float inputs alone (x_hat = x; no pass of the quantized network)
         st = capture_stats(run.fmodel, [name], run.batches, model_hat=None if run.layerwise else run.qmodel,
@@ -471,11 +470,6 @@ def _write_back(step: LayerStep):
     return qs, row
 
 
-def _blend(H, S, a: float):
-    """``(1 - a) H + a S``, exactly ``H`` at ``a = 0`` and ``S`` at ``a = 1``."""
-    return H if a == 0 else S if a == 1 else (1 - a) * H + a * S
-
-
 def _layer_problems(name, ad, st, a: float, *, grid=None, spaces=None) -> list:
     """The layer's groups as asymmetric reconstruction QUBOs from the statistics ``st``, of the
     loss ``(1 - a) E_layerwise + a E_asymmetric`` (quadratic ``(1 - a) H + a H_hat``, cross term
@@ -485,9 +479,19 @@ def _layer_problems(name, ad, st, a: float, *, grid=None, spaces=None) -> list:
     One BLAS thread: building a problem checks H_hat with an eigendecomposition (LAPACK syevd),
     whose multithreaded OpenBLAS path collapses on a busy machine (1536 columns on 2 shared
     cores: 20 s with 2 threads, 1.3 s with 1); the matrix products here are small."""
-    stats = [(H, H, H) if a == 0 else (H, _blend(H, acc.H_hat, a), _blend(H, acc.C, a))
-             for acc, H in ((acc, acc.H) for acc in st.groups)]
-    return _group_problems(name, ad.weights(), stats, grid, spaces, row_blocks=st.row_blocks)
+    return _group_problems(name, ad.weights(), [_moments(acc, a) for acc in st.groups], grid, spaces,
+                           row_blocks=st.row_blocks)
+
+
+def _moments(acc, a: float) -> tuple:
+    """``(H, H_hat, C)`` of the blended loss, each asymmetric moment ``S`` as ``(1 - a) H + a S``
+    (exactly ``S`` at ``a = 1``); at ``a = 0`` (layer-wise) ``H`` three times, the same object
+    (:func:`_group_problems` then builds the covariance QUBO), without reading the asymmetric sums."""
+    H = acc.H
+    if a == 0:
+        return H, H, H
+    blend = (lambda S: S) if a == 1 else (lambda S: (1 - a) * H + a * S)
+    return H, blend(acc.H_hat), blend(acc.C)
 
 
 def _group_problems(name, weights, stats, grid=None, spaces=None, row_blocks: int = 1) -> list:
@@ -549,7 +553,7 @@ def _holdout_choice(run: RunState, step: LayerStep) -> None:
     if step.name in run.sites:
         st = _mixed_stats(run, step.name, run.hold)
     else:
-        st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=run.qmodel)[step.name]
+        st = capture_stats(run.fmodel, [step.name], run.hold, model_hat=None if run.layerwise else run.qmodel)[step.name]
     held = _layer_problems(step.name, step.ad, st, run.asymmetric_weight, spaces=[p.space for p in step.problems])
     near, solver_V, polished_V = step.near, step.solver_Vs, step.Vs
     stages = [near, solver_V] if polished_V is solver_V else [near, solver_V, polished_V]
