@@ -10,7 +10,10 @@ Methods (``quantize_model``, layer-wise reconstruction unless the model's defaul
   value-projection lever too (``value_loss='attention'``), so that the solvers are compared on
   the same loss.
 * any other ``SOLVER``, with ``+attention`` and/or ``+asymmetric`` (asymmetric reconstruction
-  instead of layer-wise): that registry spec (an ablation).
+  instead of layer-wise) and/or ``+output`` (``output_loss='gauss-newton'``: every Linear layer's
+  rounding then descends on the K-FAC Gauss-Newton loss of the embedding, ``tr(G dW H dW^T)``,
+  :mod:`qubo_round.kronecker`): that registry spec (an ablation). ``default+output``: the
+  default with that lever.
 * ``default``: the MiniLM bundle's defaults (``ModelBundle.defaults``; ``chain/reference-adaround``:
   act-order GPTQ's rounding, 50 steps of AdaRound's relaxation from it, the polish; value
   projections on the attention-mixed loss). ``chain/gptq-adaround+attention`` is the same from
@@ -61,12 +64,17 @@ def method_config(method: str, defaults: dict) -> dict:
     if method == "default":
         return dict(defaults)
     spec, *levers = method.split("+")
-    if not set(levers) <= {"attention", "asymmetric"}:
-        raise ValueError(f"--methods: {method!r}: the levers are +attention and +asymmetric")
+    if spec == "default":
+        if levers != ["output"]:
+            raise ValueError(f"--methods: {method!r}: the default takes the lever +output only")
+        return {**defaults, "output_loss": "gauss-newton"}
+    if not set(levers) <= {"attention", "asymmetric", "output"}:
+        raise ValueError(f"--methods: {method!r}: the levers are +attention, +asymmetric and +output")
     from qubo_round.solvers import solver_class
     solver_class(spec)  # an unknown solver is refused by name
     return {"solver": spec, "reconstruction": "asymmetric" if "asymmetric" in levers else "layerwise",
-            **({"value_loss": "attention"} if "attention" in levers else {})}
+            **({"value_loss": "attention"} if "attention" in levers else {}),
+            **({"output_loss": "gauss-newton"} if "output" in levers else {})}
 
 
 def parse_grid(spec: str) -> tuple[int, str, int]:
@@ -169,6 +177,39 @@ def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]
     return out + [""]
 
 
+def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]:
+    """The output-loss lever (``+output``), where it was run: the default with it against the
+    default, against the best GPTQ without it and against GPTQ with it, paired per seed."""
+    a, others = "default+output", ("default", "gptq/reference+attention", "gptq/reference+attention+output")
+    out = []
+    for spec in grids:
+        rows = [r for r in records if r["grid"] == spec]
+        seeds = sorted({r["seed"] for r in rows if r["method"] == a})
+        if not seeds:
+            continue
+        secs = {(r["seed"], r["method"]): r["seconds"] for r in rows}
+        mean = {m: np.mean([r["cosine"] for r in rows if r["method"] == m and r["seed"] in seeds])
+                for m in (a, *others)}
+        for b in others:
+            d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
+            if any(x is None for x in d):
+                continue
+            cos, nn = d[:len(seeds)], d[len(seeds):]
+            fmt = lambda ds: "; ".join(f"{x[0]:+.5f} +- {x[1]:.5f}" for x in ds)  # noqa: E731
+            ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
+            out.append(f"| {spec} | {len(seeds)} | {b} {mean[b]:.5f} | {mean[a]:.5f} | {fmt(cos)} | {fmt(nn)} | "
+                       f"{np.mean(ratio):.2f} |" if ratio else "-")
+    if not out:
+        return []
+    return ["## The output-loss lever", "",
+            "`default+output`: the default with `output_loss='gauss-newton'` (every Linear layer's rounding "
+            "then descends on the K-FAC Gauss-Newton loss of the embedding). Paired per-sentence differences "
+            "`default+output - x` per seed (mean +- standard error over sentences); time: default+output / "
+            "gptq/in-order, mean over seeds.", "",
+            "| grid | seeds | x (mean cosine) | default+output | cosine | 10-NN | time / in-order |",
+            "|---|---|---|---|---|---|---|", *out, ""]
+
+
 def to_markdown(records: list[dict], sentences: dict, samples: int) -> str:
     lines = ["# all-MiniLM-L6-v2: the default of `qubo-round quantize --model minilm` against our GPTQ", "",
              f"- calibration sentences: {samples} (calibration seed per row); evaluation: 512 held-out sentences",
@@ -180,6 +221,7 @@ def to_markdown(records: list[dict], sentences: dict, samples: int) -> str:
              "difference of the default and method x, mean +- its standard error.", ""]
     grids = list(dict.fromkeys(r["grid"] for r in records))
     lines += summary(records, sentences, grids)
+    lines += output_summary(records, sentences, grids)
     for spec in grids:
         rows = [r for r in records if r["grid"] == spec]
         base = {(r["seed"]): r["seconds"] for r in rows if r["method"] == "gptq/in-order"}

@@ -379,6 +379,17 @@ class RoundingSpace:
                              fixed_mask=self.fixed_mask[rows], fixed_value=self.fixed_value[rows],
                              qmin=self.qmin, qmax=self.qmax, group_size=self.group_size)
 
+    @classmethod
+    def stack(cls, spaces: list["RoundingSpace"]) -> "RoundingSpace":
+        """The spaces of consecutive row blocks of one weight (e.g. attention heads) as one."""
+        first = spaces[0]
+        if any((s.qmin, s.qmax, s.group_size, s.shape[1]) != (first.qmin, first.qmax, first.group_size, first.shape[1])
+               for s in spaces):
+            raise ValueError("RoundingSpace.stack: the blocks differ in grid limits, group size or columns")
+        cat = lambda a: np.concatenate([getattr(s, a) for s in spaces])  # noqa: E731
+        return cls(W=cat("W"), s=cat("s"), z=cat("z"), L=cat("L"), fixed_mask=cat("fixed_mask"),
+                   fixed_value=cat("fixed_value"), qmin=first.qmin, qmax=first.qmax, group_size=first.group_size)
+
     def check_assignment(self, V: np.ndarray) -> np.ndarray:
         V = np.asarray(V)
         if V.shape != self.shape:

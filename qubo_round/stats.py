@@ -124,11 +124,9 @@ def iterate_batches(data) -> Iterable:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
-def _call(model: nn.Module, batch) -> None:
-    if isinstance(batch, dict):
-        model(**batch)
-    else:
-        model(batch)
+def _call(model: nn.Module, batch):
+    """``model``'s output on one batch (a dict: keyword arguments)."""
+    return model(**batch) if isinstance(batch, dict) else model(batch)
 
 
 class _StopForward(BaseException):

@@ -62,6 +62,10 @@ def add_parser(sub) -> None:
                    help="loss of self-attention value projections: token (per-token covariance, as every other "
                         "layer) or attention (after each head's attention mixing, one QUBO per head) (default: "
                         "the zoo model's, attention for minilm; else token)")
+    q.add_argument("--output-loss", choices=["none", "gauss-newton"], default=None,
+                   help="gauss-newton: after the solver, every Linear layer's rounding descends on the K-FAC "
+                        "Gauss-Newton loss of the model's output, tr(G dW H dW^T) (layer-wise runs) (default: "
+                        "the zoo model's; else none)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")
@@ -132,11 +136,12 @@ def _load_user_model(args):
 
 def run_config(args, defaults: dict):
     """The run's :class:`QuantConfig`: the command line's settings; where ``--solver``,
-    ``--reconstruction`` or ``--value-loss`` is not given, the model's ``defaults``
+    ``--reconstruction``, ``--value-loss`` or ``--output-loss`` is not given, the model's ``defaults``
     (:attr:`~qubo_round.zoo.ModelBundle.defaults`), else the library's."""
     from . import LayerOverride, QuantConfig
     chosen = {k: v for k, v in (("solver", args.solver), ("reconstruction", args.reconstruction),
-                                ("value_loss", args.value_loss)) if v is not None}
+                                ("value_loss", args.value_loss), ("output_loss", args.output_loss))
+              if v is not None}
     return QuantConfig(**{**defaults, **chosen}, bits=args.bits, granularity=args.granularity,
                        scheme=args.scheme, narrow=args.narrow, scale_method=args.scale_method,
                        group_size=args.group_size, solver_params=parse_params(args.param), form=args.form,
@@ -173,7 +178,8 @@ def run(args) -> int:
     n = args.calib_samples or (256 if args.model == "minilm" else 1024)
     calib = bundle.calibration(n, args.seed)
     config = run_config(args, bundle.defaults)
-    log.info("solver %s, %s reconstruction, value loss %s%s", config.solver, config.reconstruction, config.value_loss,
+    log.info("solver %s, %s reconstruction, value loss %s, output loss %s%s", config.solver, config.reconstruction,
+             config.value_loss, config.output_loss,
              f" (the {args.model} model's defaults: {bundle.defaults})" if bundle.defaults else "")
     can_eval = bundle.score is not None or bundle.evaluation is not None
     metric = bundle.metric if can_eval else None
@@ -183,7 +189,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     qmodel = qmodel.cpu()
     out = {"model": args.model, "bits": args.bits, "solver": config.solver, "granularity": args.granularity,
-           "reconstruction": config.reconstruction, "value_loss": config.value_loss,
+           "reconstruction": config.reconstruction, "value_loss": config.value_loss, "output_loss": config.output_loss,
            "group_size": args.group_size,
            "scheme": args.scheme, "seed": args.seed, "calibration_samples": n, "seconds": seconds,
            "metric": metric, "float_accuracy": None, "nearest_accuracy": None, "accuracy": None}

@@ -12,6 +12,7 @@ from ..grid import Grid
 FORMS = ("auto", "covariance", "data")
 RECONSTRUCTIONS = ("asymmetric", "layerwise")
 VALUE_LOSSES = ("token", "attention")
+OUTPUT_LOSSES = ("none", "gauss-newton")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,13 @@ class QuantConfig:
             covariance form). ``attention`` needs a model with such modules (``query``, ``key``,
             ``value`` Linear children returning their attention weights). In :meth:`to_dict` only
             when not ``token``.
+        output_loss: ``none`` or ``gauss-newton``: after its solver and polish, every Linear layer's
+            rounding descends (:func:`~qubo_round.kronecker.kronecker_descent`) on the K-FAC
+            Gauss-Newton loss of the model's output, ``tr(G dW H dW^T)`` with ``G = E[J^T J]``
+            (:mod:`qubo_round.gauss_newton`), which couples the rows: what the row QUBOs (and GPTQ)
+            cannot see. Layer-wise reconstruction, serial runs, no holdout. In :meth:`to_dict` only
+            when not ``none``.
+        output_probes: random output directions per calibration batch that estimate ``G``.
     """
 
     bits: int = 4
@@ -105,6 +113,8 @@ class QuantConfig:
     holdout: float = 0.0
     asymmetric_weight: float = 1.0
     value_loss: str = "token"
+    output_loss: str = "none"
+    output_probes: int = 4
 
     def __post_init__(self) -> None:
         self.grid()  # validates the grid fields
@@ -133,6 +143,14 @@ class QuantConfig:
         if self.value_loss == "attention" and self.form == "data":
             raise ValueError("value_loss='attention' solves the value projections on their mixed covariance QUBOs; "
                              "form='data' cannot (use form='auto' or 'covariance')")
+        if self.output_loss not in OUTPUT_LOSSES:
+            raise ValueError(f"output_loss must be one of {OUTPUT_LOSSES}, got {self.output_loss!r}")
+        p = self.output_probes
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ValueError(f"output_probes must be a positive integer, got {p!r}")
+        if self.output_loss != "none" and (self.reconstruction != "layerwise" or self.holdout):
+            raise ValueError(f"output_loss={self.output_loss!r} descends on the float network's Gauss-Newton "
+                             "factors: it needs reconstruction='layerwise' and holdout=0")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():
@@ -165,6 +183,9 @@ class QuantConfig:
             d.pop("group_size")  # the default: fingerprints of earlier run directories unchanged
         if d["value_loss"] == "token":
             d.pop("value_loss")  # the default: fingerprints of earlier run directories unchanged
+        if d["output_loss"] == "none":
+            d.pop("output_loss")  # the default: fingerprints of earlier run directories unchanged
+            d.pop("output_probes")
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

@@ -64,3 +64,6 @@ def check_parallel_config(config: QuantConfig) -> None:
         raise ValueError("layer-parallel runs do not support the activation-aware loss (activation='none')")
     if config.holdout:
         raise ValueError("layer-parallel runs do not support holdout yet (holdout=0, or run serially)")
+    if config.output_loss != "none":
+        raise ValueError(f"layer-parallel runs do not support output_loss={config.output_loss!r} yet "
+                         "(output_loss='none', or run serially)")

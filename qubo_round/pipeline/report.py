@@ -48,6 +48,13 @@ class LayerReport:
     holdout_nearest_loss: float | None = None
     holdout_loss: float | None = None
     rows_refused: int | None = None
+    #: with ``QuantConfig.output_loss``: the layer's Kronecker Gauss-Newton output loss
+    #: ``tr(G dW H dW^T)`` before and after its descent, the flips it made and its seconds (None:
+    #: not descended, e.g. a convolution)
+    output_loss_start: float | None = None
+    output_loss: float | None = None
+    output_flips: int | None = None
+    output_seconds: float | None = None
 
 
 @dataclass
@@ -96,6 +103,11 @@ class QuantReport:
             solve_s = sum(r.solve_seconds for r in self.layers)
             lines.append(f"| **total** ({len(self.layers)} layers) | | | | | | {self.nearest_loss:.4g} | {self.loss:.4g} | "
                          f"| | | {layer_s:.2f} ({solve_s:.2f}) |")
+        out = [r for r in self.layers if r.output_loss is not None]
+        if out:
+            lines += ["", "| layer | output loss, solver | output loss, descended | flips | seconds |", "|---|---|---|---|---|"]
+            lines += [f"| {r.name} | {r.output_loss_start:.4g} | {r.output_loss:.4g} | {r.output_flips} | "
+                      f"{r.output_seconds:.2f} |" for r in out]
         if held:
             lines += ["", "| layer | held-out loss, nearest | held-out loss | row changes refused |", "|---|---|---|---|"]
             lines += [f"| {r.name} | {r.holdout_nearest_loss:.4g} | {r.holdout_loss:.4g} | {r.rows_refused} |"

@@ -24,7 +24,9 @@ from ..attention import attention_sites, capture_mixed_stats
 from ..builders import asymmetric_problem, covariance_problem
 from ..executors import DaskExecutor
 from ..extras import require
-from ..grid import rounding_space
+from ..gauss_newton import kronecker_factors
+from ..grid import RoundingSpace, rounding_space
+from ..kronecker import kronecker_descent
 from ..layers import LayerAdapter
 from ..problem import stack_rows
 from ..solvers import get_solver, solver_class
@@ -41,6 +43,10 @@ from .report import LayerReport, QuantReport
 from .state import LayerStep, RunState
 
 log = logging.getLogger(__name__)
+
+#: ``rtol`` of the output-loss descent: it stops when 20 rounds lowered the loss by less than
+#: this fraction (the long tail of single flips adds little).
+DESCENT_RTOL = 1e-3
 
 
 def _to_device(batch, device):
@@ -210,11 +216,12 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         report.seconds = time.perf_counter() - t0
         return qmodel, report
     todo = [n for n in order if not config.for_layer(n).skip]
+    factors = output_factors(fmodel, config, todo, batches)
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
                    threads=threads, hold=hold, relu_after=relu_after, run_dir=rd, float_inputs=float_inputs, replay=replay, report=report,
-                   sites=sites)
+                   sites=sites, factors=factors)
     try:
         _run_layers(run, order)
     finally:
@@ -368,7 +375,38 @@ def _quantize_layer(run: RunState, step: LayerStep):
     _polish(step)
     if run.hold:
         _holdout_choice(run, step)
+    if step.name in run.factors and not solver_class(step.lcfg.solver).baseline:  # nearest stays the reference
+        _output_descent(run.factors[step.name], step)
     return _write_back(step)
+
+
+def output_factors(fmodel: nn.Module, config: QuantConfig, names: list[str], batches) -> dict:
+    """``output_loss='gauss-newton'``: the Kronecker factors of the Linear layers among ``names``
+    (one float pass and ``output_probes`` backward passes per batch); else ``{}``. Layers of other
+    kinds keep their layer loss (their report rows say so: no output loss)."""
+    if config.output_loss == "none":
+        return {}
+    mods = dict(fmodel.named_modules())
+    linear = [n for n in names if isinstance(mods[n], nn.Linear)]
+    if len(linear) < len(names):
+        log.info("output_loss: %d layer(s) are not Linear and keep their layer loss: %s", len(names) - len(linear),
+                 [n for n in names if n not in linear][:8])
+    t = time.perf_counter()
+    factors = kronecker_factors(fmodel, linear, batches, probes=config.output_probes, seed=config.seed)
+    log.info("output_loss: Gauss-Newton factors of %d layers in %.1f s", len(linear), time.perf_counter() - t)
+    return factors
+
+
+def _output_descent(loss, step: LayerStep) -> None:
+    """The layer's rounding (its row blocks as one weight) descended on its Kronecker output loss."""
+    space = RoundingSpace.stack([p.space for p in step.problems])
+    V, info = kronecker_descent(loss, space, np.concatenate(step.Vs), rtol=DESCENT_RTOL)
+    cuts = np.cumsum([len(v) for v in step.Vs])[:-1]
+    step.Vs = np.split(V, cuts)
+    step.output = dict(output_loss_start=info["loss_start"], output_loss=info["loss"], output_flips=info["flips"],
+                       output_seconds=info["seconds"])
+    log.info("layer %s: output loss %.4g -> %.4g, %d flips, %.2f s", step.name, info["loss_start"], info["loss"],
+             info["flips"], info["seconds"])
 
 
 def _capture(run: RunState, step: LayerStep) -> None:
@@ -462,7 +500,7 @@ def _write_back(step: LayerStep):
                       status="time_limit" if "time_limit" in step.statuses else step.statuses[0],
                       solver_loss=step.solver_loss, polish_flips=step.flips, capture_seconds=step.capture_seconds,
                       solve_seconds=step.solve_seconds, polish_seconds=step.polish_seconds,
-                      iterations=max(its) if its else None, **step.holdout)
+                      iterations=max(its) if its else None, **step.holdout, **step.output)
     log.info("layer %s: %s/%s loss %.4g (nearest %.4g%s), %.1f%% changed, %.2fs", step.name, step.lcfg.solver,
              step.form, loss, nearest_loss,
              "" if step.solver_loss is None else f", solver {step.solver_loss:.4g}, {step.flips} polish flips",

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..attention import AttentionSite
 from ..grid import Grid
+from ..kronecker import KroneckerLoss
 from ..layers import LayerAdapter
 from ..stats import FinishedOutputs, FloatInputs, LayerStats
 from .checkpoint import RunDirectory
@@ -33,6 +34,8 @@ class RunState:
         sites: value projection name -> its attention site, for the layers solved on the
             attention-mixed loss (``value_loss='attention'``; empty otherwise); ``mixed``: their
             float statistics, captured together at the first one (layer-wise reconstruction).
+        factors: Linear layer name -> its Kronecker Gauss-Newton output loss
+            (``output_loss='gauss-newton'``; empty otherwise).
     """
 
     config: QuantConfig
@@ -50,6 +53,7 @@ class RunState:
     report: QuantReport
     sites: dict[str, AttentionSite] = field(default_factory=dict)
     mixed: dict[str, LayerStats] = field(default_factory=dict)
+    factors: dict[str, KroneckerLoss] = field(default_factory=dict)
 
     @property
     def layerwise(self) -> bool:
@@ -77,7 +81,8 @@ class LayerStep:
         capture_seconds: capturing statistics (and the data form's columns).
         Vs (one rounding per group), statuses, infos, solve_seconds: solve.
         solver_Vs, solver_loss, flips, polish_seconds: polish (``solver_Vs``: before it).
-        near: round-to-nearest roundings; ``holdout``: the held-out report fields.
+        near: round-to-nearest roundings; ``holdout``: the held-out report fields;
+            ``output``: the output-loss descent's report fields.
         weight_shape, groups, rows (per group), cols: the layer's dimensions (capture);
             ``row_blocks``: the problems are that many blocks of rows of one weight group.
     """
@@ -103,6 +108,7 @@ class LayerStep:
     polish_seconds: float = 0.0
     near: list[np.ndarray] = field(default_factory=list)
     holdout: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
     weight_shape: tuple[int, ...] = ()
     groups: int = 1
     rows: int = 0
