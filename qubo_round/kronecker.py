@@ -97,6 +97,8 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
         raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit!r}")
+    if not (np.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     t0 = time.perf_counter()
     V0 = V
     V = space.check_assignment(V).astype(np.float64)
@@ -121,6 +123,7 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
     history = [start]
     gain = np.empty_like(R)
     batch = max_batch
+    fresh = True
     while True:
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             status = "time_limit"
@@ -130,7 +133,10 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
         gain += curv
         flat = np.flatnonzero(gain < -tol)
         if not len(flat):
-            break
+            if fresh:
+                break
+            R, fresh = residual(), True  # a minimum is only declared on R recomputed in float64
+            continue
         if len(flat) > batch:
             flat = flat[np.argpartition(gain.flat[flat], batch - 1)[:batch]]
         cand = flat[np.argsort(gain.flat[flat])]
@@ -145,11 +151,12 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
         # rank-|I| update in float32 (G symmetric: rows gathered, not columns); R is recomputed in
         # float64 every REFRESH_EVERY rounds, and the result is checked in float64 at the end
         R += (G32[I] * d[:, None].astype(np.float32)).T @ H32[J]
+        fresh = False
         flips += len(I)
         rounds += 1
         history.append(history[-1] + change)
         if rounds % REFRESH_EVERY == 0:
-            R = residual()
+            R, fresh = residual(), True
         if rtol and rounds >= PATIENCE and history[-PATIENCE] - history[-1] < rtol * abs(history[-1]):
             status = "converged"
             break

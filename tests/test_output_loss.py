@@ -88,6 +88,8 @@ def test_bad_input_refused():
         KroneckerLoss(np.ones((3, 2)), np.eye(4))
     with pytest.raises(ValueError, match="do not fit"):
         kronecker_descent(KroneckerLoss(np.eye(4), np.eye(4)), space, V)
+    with pytest.raises(ValueError, match="rtol"):
+        kronecker_descent(KroneckerLoss(np.eye(3), np.eye(4)), space, V, rtol=-1.0)
     with pytest.raises(ValueError, match="max_batch"):
         kronecker_descent(KroneckerLoss(np.eye(3), np.eye(4)), space, V, max_batch=0)
     with pytest.raises(ValueError, match="binary"):
