@@ -144,6 +144,11 @@ def paired(sentences: dict, spec: str, seed: int, a: str, b: str, key: str) -> t
     return float(d.mean()), standard_error(d)
 
 
+def _pairs(ds) -> str:
+    """Per-seed paired differences ``mean +- se`` joined by ``;`` (``-`` where one is missing)."""
+    return "; ".join("-" if d is None else f"{d[0]:+.5f} +- {d[1]:.5f}" for d in ds)
+
+
 def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]:
     """One row per grid: the default against the best GPTQ preset without and with the value
     lever (best by mean cosine over the seeds), paired differences per seed, time ratios."""
@@ -168,12 +173,11 @@ def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]
             continue
         bp, bl = max(plain, key=mean), max(lever, key=mean)
         diffs = [[paired(sentences, spec, s, "default", bl, k) for s in seeds] for k in PAIRED]
-        fmt = lambda ds: "; ".join("-" if d is None else f"{d[0]:+.5f} +- {d[1]:.5f}" for d in ds)  # noqa: E731
         secs = {(r["seed"], r["method"]): r["seconds"] for r in rows}
         ratio = lambda m: (f"{np.mean([secs[(s, 'default')] / secs[(s, m)] for s in seeds]):.2f}"  # noqa: E731
                            if all((s, m) in secs for s in seeds) else "-")
         out.append(f"| {spec} | {len(seeds)} | {bp} {mean(bp):.5f} | {bl} {mean(bl):.5f} | {mean('default'):.5f} | "
-                   f"{fmt(diffs[0])} | {fmt(diffs[1])} | {ratio('gptq/in-order')} | {ratio('gptq/reference')} |")
+                   f"{_pairs(diffs[0])} | {_pairs(diffs[1])} | {ratio('gptq/in-order')} | {ratio('gptq/reference')} |")
     return out + [""]
 
 
@@ -194,11 +198,9 @@ def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> li
             d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
             if any(x is None for x in d):
                 continue
-            cos, nn = d[:len(seeds)], d[len(seeds):]
-            fmt = lambda ds: "; ".join(f"{x[0]:+.5f} +- {x[1]:.5f}" for x in ds)  # noqa: E731
             ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
-            out.append(f"| {spec} | {len(seeds)} | {b} {mean[b]:.5f} | {mean[a]:.5f} | {fmt(cos)} | {fmt(nn)} | "
-                       f"{np.mean(ratio):.2f} |" if ratio else "-")
+            out.append(f"| {spec} | {len(seeds)} | {b} {mean[b]:.5f} | {mean[a]:.5f} | {_pairs(d[:len(seeds)])} | "
+                       f"{_pairs(d[len(seeds):])} | {f'{np.mean(ratio):.2f}' if ratio else '-'} |")
     if not out:
         return []
     return ["## The output-loss lever", "",
