@@ -46,7 +46,8 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
     """``{name: KroneckerLoss(G, H)}`` (float64) of the given ``nn.Linear`` layers of ``model``.
 
     Args:
-        model: the float network (its parameters are not changed; gradients flow through it).
+        model: the float network (its parameters and their ``grad`` are not changed: the graph is
+            built through them, the gradients are taken at the layers' outputs only).
         names: Linear layer names; data: calibration batches (as :func:`~qubo_round.stats.iterate_batches`).
         probes: random output directions per batch (more: a less noisy ``G``, one backward pass each).
         seed: the probes' generator seed.
@@ -69,7 +70,6 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
             H[n] += (x.T @ x).double()
             count[n] += x.shape[0]
             if out.requires_grad:
-                out.retain_grad()
                 outs[n].append(out)
         return h
 
@@ -78,29 +78,27 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         for p, _ in flags:
-            p.requires_grad_(True)  # a graph through the float network (its gradients are discarded)
+            p.requires_grad_(True)  # a graph through the float network (no parameter gradient is formed)
         with torch.enable_grad():
             for batch in iterate_batches(data):
                 f = _output(_call(model, batch), model)
+                at = [(n, t) for n, o in outs.items() for t in o]
                 for k in range(probes):
-                    for o in outs.values():
-                        for t in o:
-                            t.grad = None
                     r = torch.randn(f.shape, generator=gen, dtype=f.dtype).to(f.device)
-                    (f * r).sum().backward(retain_graph=k < probes - 1)
-                    for n, o in outs.items():
-                        for t in o:
-                            g = t.grad.reshape(-1, t.shape[-1])
+                    # gradients at the layers' outputs only: the parameters' gradients are never formed
+                    grads = torch.autograd.grad((f * r).sum(), [t for _, t in at], retain_graph=k < probes - 1,
+                                                allow_unused=True)
+                    for (n, t), g in zip(at, grads):
+                        if g is not None:  # None: this call of the layer does not reach the output
+                            g = g.reshape(-1, t.shape[-1])
                             G[n] += (g.T @ g).double()
                 for o in outs.values():
                     o.clear()
-                model.zero_grad(set_to_none=True)
     finally:
         for h in handles:
             h.remove()
         for p, req in flags:
             p.requires_grad_(req)
-            p.grad = None
     missing = [n for n in names if count[n] == 0]
     if missing:
         raise ValueError(f"layer(s) {missing} were never executed on the calibration data")

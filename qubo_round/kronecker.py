@@ -121,29 +121,26 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
     flips = rounds = 0
     status = "local_minimum"
     history = [start]
-    gain = np.empty_like(R)
     batch = max_batch
     fresh = True
     while True:
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             status = "time_limit"
             break
-        np.multiply(delta, R, out=gain)
-        gain *= 2.0
-        gain += curv
-        flat = np.flatnonzero(gain < -tol)
+        flat, gain = _improving(R, delta, curv, tol)  # one pass: the flips that lower (K) alone
         if not len(flat):
             if fresh:
                 break
             R, fresh = residual(), True  # a minimum is only declared on R recomputed in float64
             continue
         if len(flat) > batch:
-            flat = flat[np.argpartition(gain.flat[flat], batch - 1)[:batch]]
-        cand = flat[np.argsort(gain.flat[flat])]
+            part = np.argpartition(gain, batch - 1)[:batch]
+            flat, gain = flat[part], gain[part]
+        order = np.argsort(gain)
+        cand, gain = flat[order], gain[order]
         I, J = np.divmod(cand, cols)
         d = delta[I, J]
-        pair = (d[:, None] * d[None, :]) * G[np.ix_(I, I)] * H[np.ix_(J, J)]
-        take, change = _sequential(gain[I, J], pair, tol)
+        take, change = _sequential(gain, I, J, d, G, H, tol)
         I, J, d = I[take], J[take], d[take]
         batch = int(min(max_batch, max(MIN_BATCH, 4 * len(I))))  # candidates: a few times what was kept
         V[I, J] = 1.0 - V[I, J]
@@ -171,9 +168,28 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
-def _sequential(gain, pair, tol):
-    """Mask of the flips kept and their joint change, in order: flip ``b`` is kept when ``gain[b]`` plus ``2 pair[a, b]``
-    over the kept ``a < b`` is below ``-tol`` (the first, the best, always is)."""
+def _improving(R, delta, curv, tol):
+    """Flat indices and changes ``2 delta R + curv`` of the single flips that lower ``(K)`` by more
+    than ``tol`` (one pass over the weight, no full-size temporaries)."""
+    r, c = R.shape
+    idx = np.empty(r * c, np.int64)
+    val = np.empty(r * c, np.float64)
+    n = 0
+    for i in range(r):
+        for j in range(c):
+            g = 2.0 * delta[i, j] * R[i, j] + curv[i, j]
+            if g < -tol:
+                idx[n] = i * c + j
+                val[n] = g
+                n += 1
+    return idx[:n].copy(), val[:n].copy()
+
+
+@njit(cache=True, nogil=True)
+def _sequential(gain, I, J, d, G, H, tol):
+    """Mask of the flips kept and their joint change, in order: flip ``b`` is kept when ``gain[b]`` plus
+    ``2 d_a d_b G[I_a, I_b] H[J_a, J_b]`` over the kept ``a < b`` is below ``-tol`` (the first, the
+    best, always is). The pairwise terms are formed for the kept flips only."""
     n = gain.shape[0]
     marginal = gain.copy()
     take = np.zeros(n, np.bool_)
@@ -182,6 +198,7 @@ def _sequential(gain, pair, tol):
         if marginal[b] < -tol:
             take[b] = True
             change += marginal[b]
+            ib, jb, db = I[b], J[b], 2.0 * d[b]
             for c in range(b + 1, n):
-                marginal[c] += 2.0 * pair[b, c]
+                marginal[c] += db * d[c] * G[ib, I[c]] * H[jb, J[c]]
     return take, change
