@@ -85,7 +85,6 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
                 at = [(n, t) for n, o in outs.items() for t in o]
                 for k in range(probes):
                     r = torch.randn(f.shape, generator=gen, dtype=f.dtype).to(f.device)
-                    # gradients at the layers' outputs only: the parameters' gradients are never formed
                     grads = torch.autograd.grad((f * r).sum(), [t for _, t in at], retain_graph=k < probes - 1,
                                                 allow_unused=True)
                     for (n, t), g in zip(at, grads):

@@ -41,7 +41,7 @@ __all__ = ["KroneckerLoss", "kronecker_descent"]
 #: Rounds between recomputations of ``R = G dW H`` from scratch (bounds the drift of the
 #: rank-``|batch|`` updates; each recomputation costs two products).
 REFRESH_EVERY = 64
-#: Most flips tried as one batch (the pairwise terms of a batch of b flips cost b^2).
+#: Most flips tried as one batch (the pairwise terms cost (flips kept) x b for a batch of b).
 MAX_BATCH = 1024
 #: Fewest candidates per round (after the first: four times the flips the last round kept).
 MIN_BATCH = 64
@@ -123,12 +123,14 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
     history = [start]
     batch = max_batch
     fresh = True
+    idx, val = np.empty(R.size, np.int64), np.empty(R.size)  # the candidate scan's buffers, reused
     while True:
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             status = "time_limit"
             break
-        flat, gain = _improving(R, delta, curv, tol)  # one pass: the flips that lower (K) alone
-        if not len(flat):
+        n = _improving(R, delta, curv, tol, idx, val)  # one pass: the flips that lower (K) alone
+        flat, gain = idx[:n], val[:n]  # views: consumed (copied by the indexing below) before the next scan
+        if not n:
             if fresh:
                 break
             R, fresh = residual(), True  # a minimum is only declared on R recomputed in float64
@@ -168,12 +170,10 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
-def _improving(R, delta, curv, tol):
-    """Flat indices and changes ``2 delta R + curv`` of the single flips that lower ``(K)`` by more
-    than ``tol`` (one pass over the weight, no full-size temporaries)."""
+def _improving(R, delta, curv, tol, idx, val):
+    """Writes the flat indices and changes ``2 delta R + curv`` of the single flips that lower ``(K)``
+    by more than ``tol`` to the front of ``idx`` and ``val`` (one pass over the weight); returns their number."""
     r, c = R.shape
-    idx = np.empty(r * c, np.int64)
-    val = np.empty(r * c, np.float64)
     n = 0
     for i in range(r):
         for j in range(c):
@@ -182,7 +182,7 @@ def _improving(R, delta, curv, tol):
                 idx[n] = i * c + j
                 val[n] = g
                 n += 1
-    return idx[:n].copy(), val[:n].copy()
+    return n
 
 
 @njit(cache=True, nogil=True)
