@@ -12,7 +12,8 @@ Methods (``quantize_model``, layer-wise reconstruction unless the model's defaul
 * any other ``SOLVER``, with ``+attention`` and/or ``+asymmetric`` (asymmetric reconstruction
   instead of layer-wise) and/or ``+output`` (``output_loss='gauss-newton'``: every Linear layer's
   rounding then descends on the K-FAC Gauss-Newton loss of the embedding, ``tr(G dW H dW^T)``,
-  :mod:`qubo_round.kronecker`): that registry spec (an ablation). ``default+output``: the
+  :mod:`qubo_round.kronecker`, its probe estimate of ``G`` shrunk toward its diagonal by its noise;
+  ``+output-raw``: unshrunk, ``output_loss='gauss-newton-raw'``): that registry spec (an ablation). ``default+output``: the
   default with that lever.
 * ``default``: the MiniLM bundle's defaults (``ModelBundle.defaults``; ``chain/reference-adaround``:
   act-order GPTQ's rounding, 50 steps of AdaRound's relaxation from it, the polish; value
@@ -64,17 +65,20 @@ def method_config(method: str, defaults: dict) -> dict:
     if method == "default":
         return dict(defaults)
     spec, *levers = method.split("+")
+    output = {"output": "gauss-newton", "output-raw": "gauss-newton-raw"}
+    outs = [output[lv] for lv in levers if lv in output]
     if spec == "default":
-        if levers != ["output"]:
-            raise ValueError(f"--methods: {method!r}: the default takes the lever +output only")
-        return {**defaults, "output_loss": "gauss-newton"}
-    if not set(levers) <= {"attention", "asymmetric", "output"}:
-        raise ValueError(f"--methods: {method!r}: the levers are +attention, +asymmetric and +output")
+        if len(levers) != 1 or len(outs) != 1:
+            raise ValueError(f"--methods: {method!r}: the default takes the lever +output or +output-raw only")
+        return {**defaults, "output_loss": outs[0]}
+    if not set(levers) <= {"attention", "asymmetric", *output} or len(outs) > 1:
+        raise ValueError(f"--methods: {method!r}: the levers are +attention, +asymmetric and one of +output, "
+                         "+output-raw")
     from qubo_round.solvers import solver_class
     solver_class(spec)  # an unknown solver is refused by name
     return {"solver": spec, "reconstruction": "asymmetric" if "asymmetric" in levers else "layerwise",
             **({"value_loss": "attention"} if "attention" in levers else {}),
-            **({"output_loss": "gauss-newton"} if "output" in levers else {})}
+            **({"output_loss": outs[0]} if outs else {})}
 
 
 def parse_grid(spec: str) -> tuple[int, str, int]:
@@ -118,7 +122,7 @@ def run(grids, seeds, methods, samples: int, out: Path) -> list[dict]:
                 seconds = time.perf_counter() - t
                 per = minilm.per_sentence(ref, minilm.embed(q, ev))
                 rec = {"grid": spec, "seed": seed, "method": method, "solver": cfg.solver,
-                       "value_loss": cfg.value_loss, "seconds": seconds,
+                       "value_loss": cfg.value_loss, "output_loss": cfg.output_loss, "seconds": seconds,
                        "loss": None if rep is None else rep.loss, "loadavg": os.getloadavg()[0],
                        **{k: float(v.mean()) for k, v in per.items()},
                        **{f"{k}_se": minilm.standard_error(v) for k, v in per.items()}}
@@ -184,7 +188,8 @@ def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]
 def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]:
     """The output-loss lever (``+output``), where it was run: the default with it against the
     default, against the best GPTQ without it and against GPTQ with it, paired per seed."""
-    a, others = "default+output", ("default", "gptq/reference+attention", "gptq/reference+attention+output")
+    a, others = "default+output", ("default", "gptq/reference+attention", "gptq/reference+attention+output",
+                                   "default+output-raw")
     out = []
     for spec in grids:
         rows = [r for r in records if r["grid"] == spec]
@@ -205,7 +210,8 @@ def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> li
         return []
     return ["## The output-loss lever", "",
             "`default+output`: the default with `output_loss='gauss-newton'` (every Linear layer's rounding "
-            "then descends on the K-FAC Gauss-Newton loss of the embedding). Paired per-sentence differences "
+            "then descends on the K-FAC Gauss-Newton loss of the embedding, its `G` estimate shrunk toward its "
+            "diagonal by its noise; `+output-raw`: unshrunk). Paired per-sentence differences "
             "`default+output - x` per seed (mean +- standard error over sentences); time: default+output / "
             "gptq/in-order, mean over seeds.", "",
             "| grid | seeds | x (mean cosine) | default+output | cosine | 10-NN | time / in-order |",

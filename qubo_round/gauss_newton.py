@@ -15,6 +15,21 @@ direction of the layer by how much it moves the embedding.
 
 Every position of a layer's input counts (as in :mod:`qubo_round.stats`); the float network's
 inputs (layer-wise reconstruction).
+
+A few probes per sentence make the off-diagonal entries of ``G`` noisy, and a descent that couples
+rows through them follows the noise (on MiniLM, one probe per batch gains nothing over the layer
+loss and 4 probes lowered the W3 cosine: ``benchmarks/results/minilm_ablation.md``). With
+``shrink`` the estimate is shrunk toward its own diagonal,
+``G = (1 - alpha) G_hat + alpha diag(G_hat)``, by the weight that minimises the expected squared
+(Frobenius) error of the off-diagonal entries (Ledoit and Wolf 2004; Schafer and Strimmer 2005,
+target D)::
+
+    alpha = sum_{i != j} Var(G_hat_ij) / sum_{i != j} G_hat_ij^2                (clipped to [0, 1])
+
+with ``Var(G_hat_ij)`` the sample variance of the mean over the samples ``M_s = sum_t g_t g_t^T``,
+one per probe and sentence (the leading index of the layer's output; its other positions, the
+tokens, share the sentence's probe). ``||M_s||_F^2`` is the squared Frobenius norm of the small
+token Gram ``g_s g_s^T``, so the estimate costs a few percent of the factors' own products.
 """
 from __future__ import annotations
 
@@ -41,8 +56,22 @@ def _output(out, model: nn.Module) -> torch.Tensor:
     return out
 
 
+def _shrinkage(S: torch.Tensor, n: int, offdiag2: float) -> float:
+    """The weight ``alpha`` of the diagonal target (module docstring) for ``n`` samples ``M_s`` with
+    sum ``S`` and ``offdiag2 = sum_s ||offdiag(M_s)||_F^2``; 0 where it cannot be estimated
+    (fewer than two samples, or no off-diagonal mass)."""
+    if n < 2:
+        return 0.0
+    A = S / n
+    off = float(A.pow(2).sum() - torch.diagonal(A).pow(2).sum())
+    if not off > 0:
+        return 0.0
+    var = (offdiag2 - n * off) / (n * (n - 1))
+    return min(1.0, max(0.0, var / off))
+
+
 def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int = 4,
-                      seed: int = 0) -> dict[str, KroneckerLoss]:
+                      seed: int = 0, shrink: bool = True) -> dict[str, KroneckerLoss]:
     """``{name: KroneckerLoss(G, H)}`` (float64) of the given ``nn.Linear`` layers of ``model``.
 
     Args:
@@ -51,6 +80,8 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
         names: Linear layer names; data: calibration batches (as :func:`~qubo_round.stats.iterate_batches`).
         probes: random output directions per batch (more: a less noisy ``G``, one backward pass each).
         seed: the probes' generator seed.
+        shrink: ``G`` shrunk toward its diagonal by the estimated weight (module docstring; the
+            weight is each loss's ``shrinkage``); False: the probe average as it is.
     """
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
         raise ValueError(f"probes must be a positive integer, got {probes!r}")
@@ -62,6 +93,8 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
     G = {n: torch.zeros(mods[n].out_features, mods[n].out_features, dtype=torch.float64) for n in names}
     H = {n: torch.zeros(mods[n].in_features, mods[n].in_features, dtype=torch.float64) for n in names}
     count = dict.fromkeys(names, 0)
+    samples = dict.fromkeys(names, 0)
+    offdiag2 = dict.fromkeys(names, 0.0)  # sum over the samples M_s of ||offdiag(M_s)||_F^2
     outs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
 
     def hook(n):
@@ -89,6 +122,10 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
                                                 allow_unused=True)
                     for (n, t), g in zip(at, grads):
                         if g is not None:  # None: this call of the layer does not reach the output
+                            if shrink:
+                                o2, m = _offdiag2(g)
+                                offdiag2[n] += o2
+                                samples[n] += m
                             g = g.reshape(-1, t.shape[-1])
                             G[n] += (g.T @ g).double()
                 for o in outs.values():
@@ -102,4 +139,20 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
     if missing:
         raise ValueError(f"layer(s) {missing} were never executed on the calibration data")
     log.info("Gauss-Newton factors of %d layer(s) from %d probe(s) per batch", len(names), probes)
-    return {n: KroneckerLoss((G[n] / (count[n] * probes)).numpy(), (H[n] / count[n]).numpy()) for n in names}
+    out = {}
+    for n in names:
+        alpha = _shrinkage(G[n], samples[n], offdiag2[n]) if shrink else 0.0
+        g = (1 - alpha) * G[n] + alpha * torch.diag(torch.diagonal(G[n])) if alpha else G[n]
+        log.debug("layer %s: G shrunk toward its diagonal by %.3f", n, alpha)
+        out[n] = KroneckerLoss((g / (count[n] * probes)).numpy(), (H[n] / count[n]).numpy(), shrinkage=alpha)
+    return out
+
+
+def _offdiag2(g: torch.Tensor) -> tuple[float, int]:
+    """``(sum_s ||offdiag(M_s)||_F^2, number of samples)`` of one probe's gradients ``g`` at a layer's
+    output (samples s: the leading index where ``g`` has three or more dimensions, else its rows),
+    from the token Grams."""
+    gs = g.reshape(g.shape[0], -1, g.shape[-1]) if g.dim() >= 3 else g.reshape(-1, 1, g.shape[-1])
+    gs = gs.double()
+    full = torch.bmm(gs, gs.transpose(1, 2)).pow(2).sum()  # ||M_s||_F^2 = ||g_s g_s^T||_F^2
+    return float(full - gs.pow(2).sum(1).pow(2).sum()), gs.shape[0]

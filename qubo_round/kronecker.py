@@ -56,10 +56,13 @@ class KroneckerLoss:
     Attributes:
         G: (rows, rows) symmetric PSD output-side factor ``E[J^T J]``.
         H: (cols, cols) symmetric PSD input-side factor ``E[x x^T]``.
+        shrinkage: where ``G`` is an estimate shrunk toward its diagonal, the weight of the
+            diagonal (:func:`~qubo_round.gauss_newton.kronecker_factors`); 0: as estimated.
     """
 
     G: np.ndarray
     H: np.ndarray
+    shrinkage: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("G", "H"):
@@ -67,6 +70,8 @@ class KroneckerLoss:
             if a.ndim != 2 or a.shape[0] != a.shape[1] or not np.isfinite(a).all():
                 raise ValueError(f"KroneckerLoss: {name} must be a finite square matrix, got shape {a.shape}")
             object.__setattr__(self, name, (a + a.T) / 2.0)
+        if not 0.0 <= self.shrinkage <= 1.0:
+            raise ValueError(f"KroneckerLoss: shrinkage must be in [0, 1], got {self.shrinkage!r}")
 
     def check(self, space: RoundingSpace) -> None:
         rows, cols = space.shape

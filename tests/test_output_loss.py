@@ -5,6 +5,8 @@ factors are the model's Jacobian products; the pipeline reports and resumes it; 
 refused before any work."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qubo_round.builders import covariance_problem
-from qubo_round.gauss_newton import kronecker_factors
+from qubo_round.gauss_newton import _offdiag2, _shrinkage, kronecker_factors
 from qubo_round.grid import Grid, RoundingSpace, rounding_space
 from qubo_round.kronecker import KroneckerLoss, kronecker_descent
 from qubo_round.pipeline import QuantConfig, quantize_model
@@ -127,7 +129,7 @@ def test_factors_are_jacobian_products():
     model = _TwoLinear()
     x = torch.randn(60, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     req = [p.requires_grad for p in model.parameters()]
-    f = kronecker_factors(model, ["a", "b"], [x[:30], x[30:]], probes=400, seed=0)
+    f = kronecker_factors(model, ["a", "b"], [x[:30], x[30:]], probes=400, seed=0, shrink=False)
     assert [p.requires_grad for p in model.parameters()] == req
     assert all(p.grad is None for p in model.parameters())
     np.testing.assert_allclose(f["a"].H, (x.T @ x / 60).numpy(), rtol=1e-12)
@@ -141,6 +143,62 @@ def test_factors_are_jacobian_products():
         kronecker_factors(torch.nn.Sequential(torch.nn.Conv1d(1, 1, 1)), ["0"], [torch.randn(2, 1, 3)])
     with pytest.raises(ValueError, match="probes"):
         kronecker_factors(model, ["a"], [x], probes=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 7), tokens=st.integers(1, 4), out=st.integers(1, 5),
+       flat=st.booleans())
+def test_shrinkage_is_the_off_diagonal_variance_over_the_mass(seed, n, tokens, out, flat):
+    """``alpha`` from the token Grams equals the Schafer-Strimmer weight computed from the samples
+    ``M_s = g_s^T g_s`` themselves: the summed sample variance of the mean's off-diagonal entries
+    over their squared sum (clipped to [0, 1])."""
+    g = torch.randn(n, tokens, out, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    if flat:  # a 2-D output: every row is its own sample
+        g = g[:, 0]
+    o2, m = _offdiag2(g)
+    M = np.stack([gs.T @ gs for gs in (g.numpy()[:, None] if flat else g.numpy())])
+    assert m == n
+    off = ~np.eye(out, dtype=bool)
+    assert o2 == pytest.approx(float((M[:, off] ** 2).sum()), rel=1e-9, abs=1e-12)
+    A = M.mean(0)
+    var = M[:, off].var(0, ddof=1).sum() / n
+    mass = (A[off] ** 2).sum()
+    want = 0.0 if out == 1 else float(np.clip(var / mass, 0, 1))
+    assert _shrinkage(torch.from_numpy(M.sum(0)), m, o2) == pytest.approx(want, rel=1e-7, abs=1e-12)
+
+
+class _Rank1(torch.nn.Module):
+    """``f = B tanh(A x)`` with a rank-one ``B``: the first layer's ``G`` is strongly coupled."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(5, 16).double()
+        self.b = torch.nn.Linear(16, 16, bias=False).double()
+        with torch.no_grad():
+            self.b.weight.copy_(torch.outer(torch.ones(16), torch.linspace(1, 2, 16)))
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def test_shrinkage_removes_noise_and_keeps_coupling():
+    """At the output layer (``G = I``: its off-diagonal estimate is noise) the weight is near 1; where
+    the true ``G`` is rank one (all entries large) it is near 0; the shrunk ``G`` keeps the raw
+    diagonal and scales the off-diagonal entries by ``1 - alpha``."""
+    model = _Rank1()
+    x = torch.randn(64, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    raw = kronecker_factors(model, ["a", "b"], [x[:32], x[32:]], probes=4, seed=1, shrink=False)
+    shr = kronecker_factors(model, ["a", "b"], [x[:32], x[32:]], probes=4, seed=1)
+    # (over probe seeds 0-5 here: 0.81-1.0 at the output, 0.008-0.013 at the rank-one layer)
+    assert raw["b"].shrinkage == 0 and shr["b"].shrinkage > 0.7 and shr["a"].shrinkage < 0.1
+    off = ~np.eye(16, dtype=bool)
+    for n in ("a", "b"):
+        np.testing.assert_allclose(np.diag(shr[n].G), np.diag(raw[n].G), rtol=1e-12)
+        np.testing.assert_allclose(shr[n].G[off], (1 - shr[n].shrinkage) * raw[n].G[off], rtol=1e-9, atol=1e-15)
+        np.testing.assert_array_equal(shr[n].H, raw[n].H)
+    with pytest.raises(ValueError, match="shrinkage"):
+        KroneckerLoss(np.eye(2), np.eye(2), shrinkage=1.5)
 
 
 class _Dict(torch.nn.Module):
@@ -162,6 +220,7 @@ def test_pipeline_descends_reports_and_resumes(tmp_path):
     factors = kronecker_factors(model, ["0", "2", "4"], torch.split(data, 64), probes=8, seed=0)
     for r in rep.layers:
         assert r.output_loss is not None and r.output_loss <= r.output_loss_start * (1 + 1e-12)
+        assert r.output_shrinkage == factors[r.name].shrinkage
         dW = (rep.qstate[r.name].weight(torch.float64) - dict(model.named_modules())[r.name].weight.detach().double()).numpy()
         k = factors[r.name]
         assert float(np.einsum("rc,rc->", k.G @ dW @ k.H, dW)) == pytest.approx(r.output_loss, rel=1e-6)
@@ -173,6 +232,9 @@ def test_pipeline_descends_reports_and_resumes(tmp_path):
     assert all(r.resumed for r in rep2.layers)
     assert all(torch.equal(q.state_dict()[k], v) for k, v in q2.state_dict().items())
     assert rep2.layers[0].output_loss == rep.layers[0].output_loss
+    raw = dataclasses.replace(cfg, output_loss="gauss-newton-raw")
+    _, rep3 = quantize_model(model, data, raw, progress=False)
+    assert all(r.output_shrinkage == 0 for r in rep3.layers) and any(r.output_shrinkage > 0 for r in rep.layers)
 
 
 def test_pipeline_settings_refused_before_work():

@@ -62,10 +62,11 @@ def add_parser(sub) -> None:
                    help="loss of self-attention value projections: token (per-token covariance, as every other "
                         "layer) or attention (after each head's attention mixing, one QUBO per head) (default: "
                         "the zoo model's, attention for minilm; else token)")
-    q.add_argument("--output-loss", choices=["none", "gauss-newton"], default=None,
+    q.add_argument("--output-loss", choices=["none", "gauss-newton", "gauss-newton-raw"], default=None,
                    help="gauss-newton: after the solver, every Linear layer's rounding descends on the K-FAC "
-                        "Gauss-Newton loss of the model's output, tr(G dW H dW^T) (layer-wise runs) (default: "
-                        "the zoo model's; else none)")
+                        "Gauss-Newton loss of the model's output, tr(G dW H dW^T), its G estimate shrunk toward "
+                        "its diagonal by its noise (-raw: unshrunk) (layer-wise runs) (default: the zoo model's; "
+                        "else none)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")

@@ -12,7 +12,7 @@ from ..grid import Grid
 FORMS = ("auto", "covariance", "data")
 RECONSTRUCTIONS = ("asymmetric", "layerwise")
 VALUE_LOSSES = ("token", "attention")
-OUTPUT_LOSSES = ("none", "gauss-newton")
+OUTPUT_LOSSES = ("none", "gauss-newton", "gauss-newton-raw")
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,14 @@ class QuantConfig:
             covariance form). ``attention`` needs a model with such modules (``query``, ``key``,
             ``value`` Linear children returning their attention weights). In :meth:`to_dict` only
             when not ``token``.
-        output_loss: ``none`` or ``gauss-newton``: after its solver and polish, every Linear layer's
-            rounding descends (:func:`~qubo_round.kronecker.kronecker_descent`) on the K-FAC
-            Gauss-Newton loss of the model's output, ``tr(G dW H dW^T)`` with ``G = E[J^T J]``
-            (:mod:`qubo_round.gauss_newton`), which couples the rows: what the row QUBOs (and GPTQ)
-            cannot see. Layer-wise reconstruction, serial runs, no holdout. In :meth:`to_dict` only
-            when not ``none``.
+        output_loss: ``none``, ``gauss-newton`` or ``gauss-newton-raw``: after its solver and polish,
+            every Linear layer's rounding descends (:func:`~qubo_round.kronecker.kronecker_descent`)
+            on the K-FAC Gauss-Newton loss of the model's output, ``tr(G dW H dW^T)`` with
+            ``G = E[J^T J]`` (:mod:`qubo_round.gauss_newton`), which couples the rows: what the row
+            QUBOs (and GPTQ) cannot see. ``gauss-newton`` shrinks the probes' estimate of ``G``
+            toward its diagonal by its estimated noise (``-raw``: the estimate as it is).
+            Layer-wise reconstruction, serial runs, no holdout. In :meth:`to_dict` only when not
+            ``none``.
         output_probes: random output directions per calibration batch that estimate ``G``.
     """
 

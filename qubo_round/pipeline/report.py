@@ -50,11 +50,12 @@ class LayerReport:
     rows_refused: int | None = None
     #: with ``QuantConfig.output_loss``: the layer's Kronecker Gauss-Newton output loss
     #: ``tr(G dW H dW^T)`` before and after its descent, the flips it made and its seconds (None:
-    #: not descended, e.g. a convolution)
+    #: not descended, e.g. a convolution), and the weight its ``G`` was shrunk toward its diagonal by
     output_loss_start: float | None = None
     output_loss: float | None = None
     output_flips: int | None = None
     output_seconds: float | None = None
+    output_shrinkage: float | None = None
 
 
 @dataclass
@@ -105,9 +106,10 @@ class QuantReport:
                          f"| | | {layer_s:.2f} ({solve_s:.2f}) |")
         out = [r for r in self.layers if r.output_loss is not None]
         if out:
-            lines += ["", "| layer | output loss, solver | output loss, descended | flips | seconds |", "|---|---|---|---|---|"]
+            lines += ["", "| layer | output loss, solver | output loss, descended | flips | G shrinkage | seconds |",
+                      "|---|---|---|---|---|---|"]
             lines += [f"| {r.name} | {r.output_loss_start:.4g} | {r.output_loss:.4g} | {r.output_flips} | "
-                      f"{r.output_seconds:.2f} |" for r in out]
+                      f"{r.output_shrinkage:.3f} | {r.output_seconds:.2f} |" for r in out]
         if held:
             lines += ["", "| layer | held-out loss, nearest | held-out loss | row changes refused |", "|---|---|---|---|"]
             lines += [f"| {r.name} | {r.holdout_nearest_loss:.4g} | {r.holdout_loss:.4g} | {r.rows_refused} |"

@@ -392,7 +392,8 @@ def output_factors(fmodel: nn.Module, config: QuantConfig, names: list[str], bat
         log.info("output_loss: %d layer(s) are not Linear and keep their layer loss: %s", len(names) - len(linear),
                  [n for n in names if n not in linear][:8])
     t = time.perf_counter()
-    factors = kronecker_factors(fmodel, linear, batches, probes=config.output_probes, seed=config.seed)
+    factors = kronecker_factors(fmodel, linear, batches, probes=config.output_probes, seed=config.seed,
+                                shrink=config.output_loss == "gauss-newton")
     log.info("output_loss: Gauss-Newton factors of %d layers in %.1f s", len(linear), time.perf_counter() - t)
     return factors
 
@@ -404,7 +405,7 @@ def _output_descent(loss, step: LayerStep) -> None:
     cuts = np.cumsum([len(v) for v in step.Vs])[:-1]
     step.Vs = np.split(V, cuts)
     step.output = dict(output_loss_start=info["loss_start"], output_loss=info["loss"], output_flips=info["flips"],
-                       output_seconds=info["seconds"])
+                       output_seconds=info["seconds"], output_shrinkage=loss.shrinkage)
     log.info("layer %s: output loss %.4g -> %.4g, %d flips, %.2f s", step.name, info["loss_start"], info["loss"],
              info["flips"], info["seconds"])
 
