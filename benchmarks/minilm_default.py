@@ -13,7 +13,8 @@ Methods (``quantize_model``, layer-wise reconstruction unless the model's defaul
   instead of layer-wise) and/or ``+output`` (``output_loss='gauss-newton'``: every Linear layer's
   rounding then descends on the K-FAC Gauss-Newton loss of the embedding, ``tr(G dW H dW^T)``,
   :mod:`qubo_round.kronecker`, its probe estimate of ``G`` shrunk toward its diagonal by its noise;
-  ``+output-raw``: unshrunk, ``output_loss='gauss-newton-raw'``): that registry spec (an ablation). ``default+output``: the
+  ``+output-raw``: unshrunk, ``output_loss='gauss-newton-raw'``; ``+output@P``: with ``P`` probes
+  per batch instead of 4): that registry spec (an ablation). ``default+output``: the
   default with that lever.
 * ``default``: the MiniLM bundle's defaults (``ModelBundle.defaults``; ``chain/reference-adaround``:
   act-order GPTQ's rounding, 50 steps of AdaRound's relaxation from it, the polish; value
@@ -66,19 +67,28 @@ def method_config(method: str, defaults: dict) -> dict:
         return dict(defaults)
     spec, *levers = method.split("+")
     output = {"output": "gauss-newton", "output-raw": "gauss-newton-raw"}
-    outs = [output[lv] for lv in levers if lv in output]
+    outs, probes = [], {}
+    for i, lv in enumerate(levers):  # +output@P: P probes per batch (default: QuantConfig's)
+        name, _, p = lv.partition("@")
+        if name in output:
+            outs.append(output[name])
+            if p:
+                if not p.isdigit() or int(p) < 1:
+                    raise ValueError(f"--methods: {method!r}: +{lv}: the probes after @ must be a positive integer")
+                probes = {"output_probes": int(p)}
+            levers[i] = name
+    out = {"output_loss": outs[0], **probes} if outs else {}
     if spec == "default":
         if len(levers) != 1 or len(outs) != 1:
             raise ValueError(f"--methods: {method!r}: the default takes the lever +output or +output-raw only")
-        return {**defaults, "output_loss": outs[0]}
+        return {**defaults, **out}
     if not set(levers) <= {"attention", "asymmetric", *output} or len(outs) > 1:
         raise ValueError(f"--methods: {method!r}: the levers are +attention, +asymmetric and one of +output, "
-                         "+output-raw")
+                         "+output-raw (each with @PROBES optionally)")
     from qubo_round.solvers import solver_class
     solver_class(spec)  # an unknown solver is refused by name
     return {"solver": spec, "reconstruction": "asymmetric" if "asymmetric" in levers else "layerwise",
-            **({"value_loss": "attention"} if "attention" in levers else {}),
-            **({"output_loss": outs[0]} if outs else {})}
+            **({"value_loss": "attention"} if "attention" in levers else {}), **out}
 
 
 def parse_grid(spec: str) -> tuple[int, str, int]:
@@ -122,7 +132,8 @@ def run(grids, seeds, methods, samples: int, out: Path) -> list[dict]:
                 seconds = time.perf_counter() - t
                 per = minilm.per_sentence(ref, minilm.embed(q, ev))
                 rec = {"grid": spec, "seed": seed, "method": method, "solver": cfg.solver,
-                       "value_loss": cfg.value_loss, "output_loss": cfg.output_loss, "seconds": seconds,
+                       "value_loss": cfg.value_loss, "output_loss": cfg.output_loss,
+                       "output_probes": cfg.output_probes, "seconds": seconds,
                        "loss": None if rep is None else rep.loss, "loadavg": os.getloadavg()[0],
                        **{k: float(v.mean()) for k, v in per.items()},
                        **{f"{k}_se": minilm.standard_error(v) for k, v in per.items()}}
@@ -186,36 +197,39 @@ def summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]
 
 
 def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> list[str]:
-    """The output-loss lever (``+output``), where it was run: the default with it against the
-    default, against the best GPTQ without it and against GPTQ with it, paired per seed."""
-    a, others = "default+output", ("default", "gptq/reference+attention", "gptq/reference+attention+output",
-                                   "default+output-raw")
+    """The output-loss lever (``+output``, ``+output@P``), where it was run: the default with it
+    against the default, against the best GPTQ without it, against GPTQ with it and against the
+    unshrunk estimate, paired per seed."""
     out = []
     for spec in grids:
         rows = [r for r in records if r["grid"] == spec]
-        seeds = sorted({r["seed"] for r in rows if r["method"] == a})
-        if not seeds:
-            continue
+        levers = sorted({r["method"] for r in rows if r["method"].startswith("default+output")
+                         and not r["method"].startswith("default+output-raw")})
         secs = {(r["seed"], r["method"]): r["seconds"] for r in rows}
-        mean = {m: np.mean([r["cosine"] for r in rows if r["method"] == m and r["seed"] in seeds])
-                for m in (a, *others)}
-        for b in others:
-            d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
-            if any(x is None for x in d):
-                continue
-            ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
-            out.append(f"| {spec} | {len(seeds)} | {b} {mean[b]:.5f} | {mean[a]:.5f} | {_pairs(d[:len(seeds)])} | "
-                       f"{_pairs(d[len(seeds):])} | {f'{np.mean(ratio):.2f}' if ratio else '-'} |")
+        for a in levers:
+            others = ("default", "gptq/reference+attention", "gptq/reference+attention+output", "default+output-raw",
+                      *(["default+output"] if a != "default+output" else []))
+            seeds = sorted({r["seed"] for r in rows if r["method"] == a})
+            mean = {m: np.mean([r["cosine"] for r in rows if r["method"] == m and r["seed"] in seeds])
+                    for m in (a, *others)}
+            for b in others:
+                d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
+                if any(x is None for x in d):
+                    continue
+                ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
+                out.append(f"| {spec} | {len(seeds)} | {a} | {b} {mean[b]:.5f} | {mean[a]:.5f} | "
+                           f"{_pairs(d[:len(seeds)])} | {_pairs(d[len(seeds):])} | "
+                           f"{f'{np.mean(ratio):.2f}' if ratio else '-'} |")
     if not out:
         return []
     return ["## The output-loss lever", "",
             "`default+output`: the default with `output_loss='gauss-newton'` (every Linear layer's rounding "
             "then descends on the K-FAC Gauss-Newton loss of the embedding, its `G` estimate shrunk toward its "
-            "diagonal by its noise; `+output-raw`: unshrunk). Paired per-sentence differences "
-            "`default+output - x` per seed (mean +- standard error over sentences); time: default+output / "
-            "gptq/in-order, mean over seeds.", "",
-            "| grid | seeds | x (mean cosine) | default+output | cosine | 10-NN | time / in-order |",
-            "|---|---|---|---|---|---|---|", *out, ""]
+            "diagonal by its noise; `+output-raw`: unshrunk; `@P`: P probes per batch, else 4). Paired "
+            "per-sentence differences `method - x` per seed (mean +- standard error over sentences); time: "
+            "method / gptq/in-order, mean over seeds.", "",
+            "| grid | seeds | method | x (mean cosine) | method's mean cosine | cosine | 10-NN | time / in-order |",
+            "|---|---|---|---|---|---|---|---|", *out, ""]
 
 
 def to_markdown(records: list[dict], sentences: dict, samples: int) -> str:

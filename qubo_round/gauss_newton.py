@@ -116,6 +116,7 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
             for batch in iterate_batches(data):
                 f = _output(_call(model, batch), model)
                 at = [(n, t) for n, o in outs.items() for t in o]
+                acc = {n: None for n, _ in at}  # this batch's sum of g^T g, in the model's precision
                 for k in range(probes):
                     r = torch.randn(f.shape, generator=gen, dtype=f.dtype).to(f.device)
                     grads = torch.autograd.grad((f * r).sum(), [t for _, t in at], retain_graph=k < probes - 1,
@@ -127,7 +128,10 @@ def kronecker_factors(model: nn.Module, names: list[str], data, *, probes: int =
                                 offdiag2[n] += o2
                                 samples[n] += m
                             g = g.reshape(-1, t.shape[-1])
-                            G[n] += (g.T @ g).double()
+                            acc[n] = g.T @ g if acc[n] is None else acc[n].addmm_(g.T, g)
+                for n, a in acc.items():
+                    if a is not None:
+                        G[n] += a.double()  # one conversion per batch and layer
                 for o in outs.values():
                     o.clear()
     finally:
@@ -153,6 +157,5 @@ def _offdiag2(g: torch.Tensor) -> tuple[float, int]:
     output (samples s: the leading index where ``g`` has three or more dimensions, else its rows),
     from the token Grams."""
     gs = g.reshape(g.shape[0], -1, g.shape[-1]) if g.dim() >= 3 else g.reshape(-1, 1, g.shape[-1])
-    gs = gs.double()
-    full = torch.bmm(gs, gs.transpose(1, 2)).pow(2).sum()  # ||M_s||_F^2 = ||g_s g_s^T||_F^2
-    return float(full - gs.pow(2).sum(1).pow(2).sum()), gs.shape[0]
+    gram = torch.bmm(gs, gs.transpose(1, 2)).double()  # ||M_s||_F^2 = ||g_s g_s^T||_F^2
+    return float(gram.pow(2).sum() - gs.pow(2).sum(1).double().pow(2).sum()), gs.shape[0]
