@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from qubo_round.bench.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (0, 1, 2, 3)
@@ -44,12 +44,6 @@ NEW = ("adaround/fast>its", "gptq>its", "its")
 #: How the solvers we had before ran: the sdp solver refused rows over 300 free variables then
 #: (fc1); without that cap it takes ~35 s per fc1 row here.
 BEFORE_PARAMS = {"sdp": {"max_variables": 300}}
-
-
-def machine() -> dict:
-    import torch
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def build(layer: str, bits: int, samples: int = 1024, seed: int = 0):

@@ -41,18 +41,16 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from qubo_round.bench.machine import machine_line
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.pipeline.nearest import nearest_model
 from qubo_round.zoo import load_model
 
-from minilm_layer_attribution import machine  # the sibling script (benchmarks/ is on sys.path)
 
 log = logging.getLogger("minilm_default")
 
@@ -210,8 +208,9 @@ def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> li
             others = ("default", "gptq/reference+attention", "gptq/reference+attention+output", "default+output-raw",
                       *(["default+output"] if a != "default+output" else []))
             seeds = sorted({r["seed"] for r in rows if r["method"] == a})
+            present = {r["method"] for r in rows}
             mean = {m: np.mean([r["cosine"] for r in rows if r["method"] == m and r["seed"] in seeds])
-                    for m in (a, *others)}
+                    for m in (a, *others) if m in present}
             for b in others:
                 d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
                 if any(x is None for x in d):
@@ -236,7 +235,7 @@ def to_markdown(records: list[dict], sentences: dict, samples: int) -> str:
     lines = ["# all-MiniLM-L6-v2: the default of `qubo-round quantize --model minilm` against our GPTQ", "",
              f"- calibration sentences: {samples} (calibration seed per row); evaluation: 512 held-out sentences",
              "- grid: per-channel symmetric, narrow range off; `minmax` = max-abs scales; g = group size",
-             f"- machine: {machine()} ({torch.get_num_threads()} threads), Python {platform.python_version()}; one run "
+             f"- machine: {machine_line()}; one run "
              "at a time, nothing else running (load average beside each run)",
              "- command: `python benchmarks/minilm_default.py` (see its docstring)", "",
              "Mean over sentences +- standard error over sentences; `default - x`: the paired per-sentence "

@@ -24,13 +24,12 @@ import argparse
 import copy
 import json
 import logging
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from qubo_round.bench.machine import machine_line
 from qubo_round.pipeline import QuantConfig, quantize_model
 from qubo_round.zoo import load_model
 
@@ -79,13 +78,9 @@ def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int
               "grid": f"per-channel symmetric, MSE scales{f', groups of {group}' if group else ''}",
               "reconstruction": "layerwise", "calibration_sentences": samples, "seed": seed,
               "adaround_iterations": iterations,
-              "machine": machine(), "total_seconds": time.perf_counter() - t_all,
+              "machine": machine_line(), "total_seconds": time.perf_counter() - t_all,
               "whole": {m: {"seconds": runs[m]["seconds"], **runs[m]["metrics"]} for m in methods}}
     return write(out, {"header": header, "rows": rows}, to_markdown)
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def write(out: Path, result: dict, to_md) -> dict:

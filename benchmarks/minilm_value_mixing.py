@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qubo_round.bench.machine import machine_line
 from qubo_round.builders import covariance_problem
 from qubo_round.grid import Grid, rounding_space
 from qubo_round.pipeline import QuantConfig, quantize_model
@@ -44,7 +45,7 @@ from qubo_round.solvers import get_solver
 from qubo_round.solvers.greedy import polish
 from qubo_round.zoo import load_model
 
-from minilm_layer_attribution import cli, machine, write  # the sibling script (benchmarks/ is on sys.path)
+from minilm_layer_attribution import cli, write  # the sibling script (benchmarks/ is on sys.path)
 
 log = logging.getLogger("minilm_value_mixing")
 
@@ -128,7 +129,7 @@ def run(methods, bits: int, group: int, samples: int, seed: int, iterations: int
     header = {"model": "all-MiniLM-L6-v2", "bits": bits, "grid": f"per-channel symmetric, MSE scales"
               f"{f', groups of {group}' if group else ''}", "calibration_sentences": samples, "seed": seed,
               "adaround_iterations": iterations,
-              "machine": machine(), "total_seconds": time.perf_counter() - t_all}
+              "machine": machine_line(), "total_seconds": time.perf_counter() - t_all}
     return write(out, {"header": header, "records": records}, to_markdown)
 
 

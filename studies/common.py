@@ -14,13 +14,13 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from qubo_round.bench.machine import machine_line
 from qubo_round.extras import require
 from qubo_round.threads import limit_threads
 
@@ -44,13 +44,6 @@ def default_out(name: str, quick: bool) -> Path:
     """Full runs: ``studies/results/NAME`` in a checkout (committed; ``studies-results/NAME``
     under the current directory from an installed package); quick runs: ``runs/studies-quick/NAME``."""
     return Path("runs/studies-quick") / name if quick else REPO_RESULTS / name
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
 def _json_default(o: Any):
@@ -210,7 +203,7 @@ class StudyContext:
         head = [f"# Study `{self.name}`", "", f"**Question.** {question}", "",
                 f"- command: `{self.command}`",
                 f"- mode: {mode}; base seed {self.seed}",
-                f"- machine: {machine()}",
+                f"- machine: {machine_line()}",
                 f"- wall time: {seconds:.0f} s ({self.computed} cells computed, {self.reused} reused from the cache)",
                 ""]
         return "\n".join(head) + "\n" + "\n\n".join(self._sections) + "\n"

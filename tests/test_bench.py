@@ -280,3 +280,22 @@ def test_cli_bench_and_report(tmp_path, options, capsys):
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out
     assert "stochastic/best100" in text and (out / "report" / "league.png").is_file()
+
+
+def test_machine_line_names_what_changes_the_numbers():
+    """Results files name the CPU capability torch dispatches to (floating point differs between
+    AVX2 and AVX512), the cores, the versions and torch's threads, from one function."""
+    import json as _json
+    import os as _os
+
+    import torch as _torch
+
+    from qubo_round.bench.machine import machine, machine_line
+
+    m = machine()
+    assert m["cpus"] == _os.cpu_count() and m["threads"] == _torch.get_num_threads()
+    assert m["cpu_capability"] == _torch.backends.cpu.get_cpu_capability() and m["torch"] == _torch.__version__
+    _json.dumps(m)  # JSON-serialisable as it is
+    line = machine_line()
+    assert f"{m['cpus']} CPU cores ({m['cpu_capability']})" in line and f"torch {m['torch']}" in line
+    assert f"({m['threads']} threads)" in line
