@@ -204,18 +204,18 @@ def output_summary(records: list[dict], sentences: dict, grids: list[str]) -> li
         levers = sorted({r["method"] for r in rows if r["method"].startswith("default+output")
                          and not r["method"].startswith("default+output-raw")})
         secs = {(r["seed"], r["method"]): r["seconds"] for r in rows}
+        present = {r["method"] for r in rows}
         for a in levers:
             others = ("default", "gptq/reference+attention", "gptq/reference+attention+output", "default+output-raw",
                       *(["default+output"] if a != "default+output" else []))
             seeds = sorted({r["seed"] for r in rows if r["method"] == a})
-            present = {r["method"] for r in rows}
             mean = {m: np.mean([r["cosine"] for r in rows if r["method"] == m and r["seed"] in seeds])
                     for m in (a, *others) if m in present}
+            ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
             for b in others:
                 d = [paired(sentences, spec, s, a, b, k) for k in PAIRED for s in seeds]
                 if any(x is None for x in d):
                     continue
-                ratio = [secs[(s, a)] / secs[(s, "gptq/in-order")] for s in seeds if (s, "gptq/in-order") in secs]
                 out.append(f"| {spec} | {len(seeds)} | {a} | {b} {mean[b]:.5f} | {mean[a]:.5f} | "
                            f"{_pairs(d[:len(seeds)])} | {_pairs(d[len(seeds):])} | "
                            f"{f'{np.mean(ratio):.2f}' if ratio else '-'} |")

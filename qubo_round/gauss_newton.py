@@ -17,8 +17,8 @@ Every position of a layer's input counts (as in :mod:`qubo_round.stats`); the fl
 inputs (layer-wise reconstruction).
 
 A few probes per sentence make the off-diagonal entries of ``G`` noisy, and a descent that couples
-rows through them follows the noise (on MiniLM, one probe per batch gains nothing over the layer
-loss and 4 probes lowered the W3 cosine: ``benchmarks/results/minilm_ablation.md``). With
+rows through them follows the noise (on MiniLM the unshrunk estimate from 4 probes lowered the W3
+cosine: ``benchmarks/results/minilm_ablation.md``). With
 ``shrink`` the estimate is shrunk toward its own diagonal,
 ``G = (1 - alpha) G_hat + alpha diag(G_hat)``, by the weight that minimises the expected squared
 (Frobenius) error of the off-diagonal entries (Ledoit and Wolf 2004; Schafer and Strimmer 2005,
@@ -29,7 +29,7 @@ target D)::
 with ``Var(G_hat_ij)`` the sample variance of the mean over the samples ``M_s = sum_t g_t g_t^T``,
 one per probe and sentence (the leading index of the layer's output; its other positions, the
 tokens, share the sentence's probe). ``||M_s||_F^2`` is the squared Frobenius norm of the small
-token Gram ``g_s g_s^T``, so the estimate costs a few percent of the factors' own products.
+token Gram ``g_s g_s^T`` (tokens x tokens per sentence), not of the (out, out) matrix itself.
 """
 from __future__ import annotations
 
