@@ -108,12 +108,13 @@ def test_training_is_bitwise_reproducible_and_seed_dependent() -> None:
 
 def test_full_retrain_reproduces_shipped_checkpoint(shipped_metrics: dict, data: digits.DigitsData) -> None:
     # Full default training takes ~10 s on 2 CPU cores, so the real thing is checked here.
-    # Bitwise reproducibility is promised for the same torch build on the same SIMD kernels
-    # (torch's CPU capability: AVX2, AVX512, ...) only: float32 rounding differs between kernels,
-    # and 50 epochs of training amplify it (an AMD EPYC with AVX512 retrains the AVX2-era
-    # checkpoint to 99.26% instead of 99.07%, one test image of 540). Elsewhere the retrain
-    # must match the shipped model as a classifier: accuracy within 1 point (5.4 images) and
-    # the same prediction on at least 97% of the test images.
+    # Bitwise reproducibility is promised on one machine only (the test above): the bits depend on
+    # torch's SIMD kernels, oneDNN's and MKL's code paths, which follow the CPU model, and 50 epochs
+    # amplify every rounding difference. `python benchmarks/digits_retrain_kernels.py` forces each
+    # of them on one machine: every forced path gives other weights (one with the same torch
+    # capability, MKL's alone), at 98.9-99.3% against the shipped 99.07%. So across machines the
+    # retrain must match the shipped model as a classifier: accuracy within 1 point (5.4 images)
+    # and the same prediction on at least 97% of the test images.
     if shipped_metrics["torch_version"] != torch.__version__:
         pytest.skip(
             f"checkpoint trained with torch {shipped_metrics['torch_version']}, "
@@ -123,10 +124,6 @@ def test_full_retrain_reproduces_shipped_checkpoint(shipped_metrics: dict, data:
         seed=shipped_metrics["seed"], epochs=shipped_metrics["epochs"]
     )
     shipped = load_pretrained()
-    if shipped_metrics.get("cpu_capability") == torch.backends.cpu.get_cpu_capability():
-        assert metrics["test_accuracy"] == shipped_metrics["test_accuracy"]
-        _assert_same_state(model.state_dict(), shipped.state_dict())
-        return
     assert abs(metrics["test_accuracy"] - shipped_metrics["test_accuracy"]) <= 0.01
     with torch.no_grad():
         same = (model(data.x_test).argmax(1) == shipped(data.x_test).argmax(1)).float().mean()

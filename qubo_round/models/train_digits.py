@@ -52,8 +52,9 @@ def write_checkpoint(model: torch.nn.Module, metrics: dict[str, Any], out: Path)
     record = dict(metrics)
     record["torch_version"] = torch.__version__
     record["python_version"] = platform.python_version()
-    # the SIMD kernels torch dispatched to: float rounding, and so a 50-epoch training, differs
-    # between them, so bit-for-bit retraining is promised for the same build and capability only
+    # the SIMD kernels torch dispatched to, for information: the bits of a 50-epoch training also
+    # follow oneDNN's and MKL's code paths (benchmarks/digits_retrain_kernels.py), so a bit-for-bit
+    # retrain is promised on the same machine only
     record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     record["checkpoint"] = out.name
     record["checkpoint_bytes"] = out.stat().st_size
