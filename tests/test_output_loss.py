@@ -6,6 +6,7 @@ refused before any work."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -235,6 +236,17 @@ def test_pipeline_descends_reports_and_resumes(tmp_path):
     raw = dataclasses.replace(cfg, output_loss="gauss-newton-raw")
     _, rep3 = quantize_model(model, data, raw, progress=False)
     assert all(r.output_shrinkage == 0 for r in rep3.layers) and any(r.output_shrinkage > 0 for r in rep.layers)
+    # a run directory made before G was shrunk (its config has no output_G) is refused, not resumed
+    # as if shrunk; its rows' missing shrinkage still renders
+    cfg_path = tmp_path / "config.json"
+    old_cfg = json.loads(cfg_path.read_text())
+    del old_cfg["config"]["output_G"]
+    cfg_path.write_text(json.dumps(old_cfg))
+    with pytest.raises(ValueError, match="output_G: None \\(run directory\\)"):
+        quantize_model(model, data, cfg, progress=False, run_dir=tmp_path)
+    rep2.layers[0].output_shrinkage = None
+    assert f"| {rep2.layers[0].name} | " in rep2.to_markdown() and " | - | " in rep2.to_markdown()
+    assert cfg.to_dict()["output_G"] != raw.to_dict()["output_G"]
 
 
 def test_pipeline_settings_refused_before_work():

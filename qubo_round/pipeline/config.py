@@ -188,6 +188,8 @@ class QuantConfig:
         if d["output_loss"] == "none":
             d.pop("output_loss")  # the default: fingerprints of earlier run directories unchanged
             d.pop("output_probes")
+        else:  # how G is estimated: run directories made before G was shrunk (a8b96ca) lack it and are refused
+            d["output_G"] = "probes, shrunk to the diagonal" if d["output_loss"] == "gauss-newton" else "probes"
         if d["reconstruction"] == "asymmetric":
             d.pop("reconstruction")  # the default: fingerprints of earlier run directories unchanged
         return d

@@ -109,7 +109,8 @@ class QuantReport:
             lines += ["", "| layer | output loss, solver | output loss, descended | flips | G shrinkage | seconds |",
                       "|---|---|---|---|---|---|"]
             lines += [f"| {r.name} | {r.output_loss_start:.4g} | {r.output_loss:.4g} | {r.output_flips} | "
-                      f"{r.output_shrinkage:.3f} | {r.output_seconds:.2f} |" for r in out]
+                      f"{'-' if r.output_shrinkage is None else f'{r.output_shrinkage:.3f}'} | "
+                      f"{r.output_seconds:.2f} |" for r in out]
         if held:
             lines += ["", "| layer | held-out loss, nearest | held-out loss | row changes refused |", "|---|---|---|---|"]
             lines += [f"| {r.name} | {r.holdout_nearest_loss:.4g} | {r.holdout_loss:.4g} | {r.rows_refused} |"
