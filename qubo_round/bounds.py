@@ -77,12 +77,15 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from scipy.optimize import minimize
 
 from .box_bound import box_bound
+from .enumeration import ABSOLUTE_MAX, enumerate_rows
 from .extras import require
+from .lattice import branch_and_bound
 from .problem import LayerQUBO, QUBOFamily
 from .sdp_ipm import solve_maxcut_sdp
 from .threads import limit_threads
@@ -458,7 +461,8 @@ METHODS = ("auto", "exact", "bnb", "sdp", "box", "eig")
 
 def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: int = 24,
                 bnb_seconds: float | None = 2.0, sdp_max_free: int | None = None, backend: str = "ipm",
-                eig_line_evals: int = 8, eig_steps: int = 0, seed: int = 0) -> Bound:
+                eig_line_evals: int = 8, eig_steps: int = 0, seed: int = 0,
+                incumbent: np.ndarray | Callable[[QUBOFamily], np.ndarray] | None = None) -> Bound:
     """Lower bound of every row of ``problem``.
 
     ``method="auto"``: the exact optimum (enumeration) if every row has at most
@@ -473,6 +477,12 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
     time limit: proves every row), ``"sdp"``, ``"box"`` (shared-matrix layers only) and
     ``"eig"`` force a method.
 
+    ``incumbent``: a (rows, n) 0/1 rounding, or a function of the problem that returns one (called
+    only when the branch and bound runs), that gives the branch and bound its first incumbent
+    beside the nearest rounding: the better it is, the more rows a time limit leaves proven (for
+    example any solver's best: ``lambda p: get_solver("its/fast").solve(p).best``). Without it the
+    nearest rounding (or zeros) starts the search. The bound stays valid for any incumbent.
+
     Returns:
         :class:`Bound` with ``values`` (rows,).
     """
@@ -484,14 +494,10 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
         method = "exact"
     info: dict = {"max_free": m_max}
     if method == "exact":
-        from .solvers import get_solver
-        res = get_solver("exact", max_free=min(max(exact_max_free, m_max), 30)).solve(problem)
-        values = np.asarray(res.lower_bound, dtype=np.float64)
+        values = enumerate_rows(problem, max_free=min(max(exact_max_free, m_max), ABSOLUTE_MAX))[1]
         info["row_methods"] = ["exact"] * problem.rows
     elif method == "bnb":
-        from .solvers import get_solver
-        res = get_solver("bnb").solve(problem, seed=seed)
-        values = np.asarray(res.lower_bound, dtype=np.float64)
+        values = _branch_and_bound(problem, incumbent, None)[0]
         method = "exact"
         info["row_methods"] = ["exact"] * problem.rows
     elif method == "sdp":
@@ -508,14 +514,30 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
         info.update(line_evals=eig_line_evals, steps=eig_steps, row_methods=["eig"] * problem.rows)
     else:
         values, method = _combined_bound(problem, info, bnb_seconds, sdp_max_free, backend,
-                                         eig_line_evals, eig_steps, seed)
+                                         eig_line_evals, eig_steps, seed, incumbent)
     seconds = time.perf_counter() - t0
     log.info("lower bound (%s) of %d rows: total %.6g in %.2f s", method, problem.rows, values.sum(), seconds)
     return Bound(values=values, method=method, seconds=seconds, info=info)
 
 
+def _branch_and_bound(problem: QUBOFamily, incumbent, seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(lower bounds, proven) of the branch and bound from zeros, ``incumbent`` and the nearest rounding."""
+    cands = [problem.apply_fixed(np.zeros(problem.shape, np.uint8))]
+    if incumbent is not None:
+        x = incumbent(problem) if callable(incumbent) else incumbent
+        if np.shape(x) != problem.shape:
+            raise ValueError(f"incumbent must be one rounding of shape {problem.shape}, got {np.shape(x)}")
+        x = problem.check_samples(np.asarray(x), fixed=False).astype(np.uint8)
+        cands.append(problem.apply_fixed(x))
+    if problem.space is not None:
+        cands.append(problem.apply_fixed((problem.prior >= 0.5).astype(np.uint8)))
+    _, lb, proven, _ = branch_and_bound(problem, cands, time_per_row=seconds)
+    return np.asarray(lb, dtype=np.float64), proven
+
+
 def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, sdp_max_free: int | None,
-                    backend: str, eig_line_evals: int, eig_steps: int, seed: int) -> tuple[np.ndarray, str]:
+                    backend: str, eig_line_evals: int, eig_steps: int, seed: int,
+                    incumbent) -> tuple[np.ndarray, str]:
     """``auto`` beyond enumeration: branch and bound first, then SDP / eigenvalue bounds on the
     rows it left open; every value is a valid bound, so each row keeps the largest."""
     rows = problem.rows
@@ -523,10 +545,7 @@ def _combined_bound(problem: QUBOFamily, info: dict, bnb_seconds: float | None, 
     proven = np.zeros(rows, bool)
     how = ["eig"] * rows
     if bnb_seconds:
-        from .solvers import get_solver
-        res = get_solver("bnb", time_per_row=float(bnb_seconds)).solve(problem, seed=seed)
-        values = np.asarray(res.lower_bound, dtype=np.float64).copy()
-        proven = np.asarray(res.info["proven"], bool)
+        values, proven = _branch_and_bound(problem, incumbent, float(bnb_seconds))
         info["bnb_seconds_per_row"] = float(bnb_seconds)
     todo = [int(k) for k in np.flatnonzero(~proven)
             if sdp_max_free is None or problem.num_free[k] <= sdp_max_free]

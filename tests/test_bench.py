@@ -116,7 +116,7 @@ def test_reference_uses_the_bounds_module(monkeypatch, options):
 
     import numpy as np
 
-    from qubo_round.bench.reference import compute_reference
+    from qubo_round.bench.reference import compute_reference, its_incumbent
 
     @dataclass
     class Bound:
@@ -126,13 +126,14 @@ def test_reference_uses_the_bounds_module(monkeypatch, options):
 
     calls = []
     stub = types.ModuleType("qubo_round.bounds")
-    stub.lower_bound = lambda problem, method="auto": calls.append(method) or Bound(
+    stub.lower_bound = lambda problem, method="auto", incumbent=None: calls.append((method, incumbent)) or Bound(
         np.full(problem.rows, -5000.0), "sdp", 0.0)
     monkeypatch.setitem(sys.modules, "qubo_round.bounds", stub)
     inst = suite_instances("public-bqp50", options)[0]
     ref = compute_reference(inst, "auto")
-    assert calls == ["auto"] and ref["kind"] == "sdp" and ref["bound"] == -5000.0 and ref["error"] is None
-    stub.lower_bound = lambda problem, method="auto": 1 / 0
+    # the league's bounds start the branch and bound where the solver bnb does (its/fast)
+    assert calls == [("auto", its_incumbent)] and ref["kind"] == "sdp" and ref["bound"] == -5000.0 and ref["error"] is None
+    stub.lower_bound = lambda problem, method="auto", incumbent=None: 1 / 0
     ref = compute_reference(inst, "auto")
     assert ref["kind"] == "none" and ref["bound"] is None and ref["error"].startswith("ZeroDivisionError")
 

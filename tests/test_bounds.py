@@ -158,6 +158,29 @@ def test_lower_bound_auto_method_choice():
     assert b.total == pytest.approx(b.values.sum())
 
 
+def test_lower_bound_incumbent_is_used_only_by_the_branch_and_bound():
+    """A given incumbent (a rounding or a function of the problem) starts the branch and bound:
+    the proven optimum is the same from any start; the function is not called where enumeration
+    proves every row; a rounding of the wrong shape is refused by name."""
+    mid = _layer(4, 3, 22)
+    calls = []
+
+    def inc(q):
+        calls.append(q)
+        return get_solver("its/fast").solve(q, seed=0).best
+    plain = lower_bound(mid, "bnb")
+    given_fn = lower_bound(mid, "bnb", incumbent=inc)
+    given_x = lower_bound(mid, "bnb", incumbent=np.ones(mid.shape, np.uint8))
+    assert len(calls) == 1 and calls[0] is mid
+    for b in (given_fn, given_x):
+        assert b.method == "exact"
+        np.testing.assert_allclose(b.values, plain.values, rtol=1e-9, atol=1e-12)
+    lower_bound(mid, incumbent=inc)  # auto: enumeration proves every row, no incumbent needed
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="incumbent"):
+        lower_bound(mid, "bnb", incumbent=np.ones((2, 22), np.uint8))
+
+
 def test_gap_helpers():
     assert gap(10.0, 8.0) == pytest.approx(2.0)
     assert relative_gap(10.0, 8.0) == pytest.approx(0.25)

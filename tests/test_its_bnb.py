@@ -9,8 +9,8 @@ from qubo_round.grid import Grid
 from qubo_round.instances import best_known, load_instance
 from qubo_round.problem import DenseQUBO
 from qubo_round.solvers import ParameterError, get_solver
-from qubo_round.solvers import bnb
-from qubo_round.solvers.bnb import row_lattice
+from qubo_round import lattice
+from qubo_round.lattice import row_lattice
 from qubo_round.solvers.composite import Chain
 from qubo_round.solvers.greedy import steepest_descent
 
@@ -75,7 +75,7 @@ def test_bnb_stopped_by_its_time_limit_reports_a_valid_gap(monkeypatch):
     p = layer(5, 2, 60, collinear=True)
     full = get_solver("bnb", incumbent=None).solve(p, seed=0)
     assert full.status == "optimal"
-    monkeypatch.setattr(bnb, "CHUNK_VISITS", 50)  # time checks every 50 nodes: the cut comes early
+    monkeypatch.setattr(lattice, "CHUNK_VISITS", 50)  # time checks every 50 nodes: the cut comes early
     cut = get_solver("bnb", incumbent=None, time_per_row=1e-4).solve(p, seed=0)
     assert cut.status == "time_limit"
     tol = 1e-9 * (1 + np.abs(full.best_energies))
@@ -92,7 +92,7 @@ def test_lower_bound_combines_bnb_proofs_with_sdp_and_eig_where_it_stops(monkeyp
     b = lower_bound(p, exact_max_free=10)
     assert b.method == "exact" and b.info["proven"].all()
     np.testing.assert_allclose(b.values, opt, rtol=1e-9, atol=1e-9)
-    monkeypatch.setattr(bnb, "CHUNK_VISITS", 1)
+    monkeypatch.setattr(lattice, "CHUNK_VISITS", 1)
     cut = lower_bound(p, exact_max_free=10, bnb_seconds=1e-6)
     assert not cut.info["proven"].any() and set(cut.info["row_methods"]) <= {"sdp", "eig"}
     assert (cut.values <= opt + tol).all()

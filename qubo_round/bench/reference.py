@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from qubo_round.solvers import get_solver
+
 from .suites import Instance
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,13 @@ def _fallback_bound(problem) -> tuple[np.ndarray | None, str]:
     """Exact optimum per row by enumeration when small enough, else nothing."""
     if int(problem.num_free.max()) > FALLBACK_EXACT_LIMIT:
         return None, "none"
-    from qubo_round.solvers import get_solver
     return get_solver("exact", max_free=FALLBACK_EXACT_LIMIT).solve(problem).best_energies, "exact"
+
+
+def its_incumbent(problem) -> np.ndarray:
+    """The branch and bound's first incumbent as the solver ``bnb`` gives it to itself: ``its/fast``
+    with the seed ``bnb`` draws at seed 0 (so the bounds equal those of that solver)."""
+    return get_solver("its/fast").solve(problem, seed=int(np.random.default_rng(0).integers(2**31 - 1))).best
 
 
 def compute_reference(instance: Instance, method: str = "auto") -> dict[str, Any]:
@@ -64,7 +71,7 @@ def compute_reference(instance: Instance, method: str = "auto") -> dict[str, Any
             _warn_fallback()
             values, kind = _fallback_bound(problem)
         else:
-            b = lower_bound(problem, method=method)
+            b = lower_bound(problem, method=method, incumbent=its_incumbent)
             values, kind = np.asarray(b.values, dtype=np.float64), str(b.method)
         if values is not None:
             total = float(np.sum(values))

@@ -82,7 +82,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def markdown_table(table: list[dict]) -> str:
+def league_markdown(table: list[dict]) -> str:
     """A league table as Markdown."""
     lines = ["| solver | trials | errors | mean gap | median gap | optimal hits | best-known hits | mean time (s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -181,9 +181,9 @@ def write_report(results: str | Path, out: str | Path | None = None) -> Path:
           f"{len(rows)} trials, {len({(r['suite'], r['instance']) for r in rows})} instances, "
           f"{len(solvers)} solvers. Gap: relative excess energy over the optimum, else the best-known "
           f"value, else the lower bound; hits within {HIT_TOL:g}.", "",
-          "## League", "", markdown_table(table), ""]
+          "## League", "", league_markdown(table), ""]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        md += [f"## Suite {suite}", "", markdown_table(league([r for r in rows if r["suite"] == suite])), ""]
+        md += [f"## Suite {suite}", "", league_markdown(league([r for r in rows if r["suite"] == suite])), ""]
     md += _errors_section(rows)
     try:
         require("matplotlib", "plots", "the report's plots")

@@ -1,4 +1,4 @@
-"""The compiled depth-first search of the branch and bound (:mod:`qubo_round.solvers.bnb`).
+"""The compiled depth-first search of the branch and bound (:mod:`qubo_round.lattice`).
 
 The row is a box-constrained integer least-squares problem over ``v in {0,1}^m``::
 
