@@ -207,7 +207,7 @@ class _Dict(torch.nn.Module):
         return {"y": x}
 
 
-def test_pipeline_descends_reports_and_resumes(tmp_path):
+def test_pipeline_descends_reports_and_resumes(tmp_path, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 3))
     torch.manual_seed(0)
@@ -233,6 +233,20 @@ def test_pipeline_descends_reports_and_resumes(tmp_path):
     assert all(r.resumed for r in rep2.layers)
     assert all(torch.equal(q.state_dict()[k], v) for k, v in q2.state_dict().items())
     assert rep2.layers[0].output_loss == rep.layers[0].output_loss
+    # a run that resumes with the last layer still to do computes the factors of that layer only,
+    # and they are the ones of the full set: the same model bit for bit
+    for suffix in (".json", ".safetensors"):
+        next((tmp_path / "layers").glob(f"002_*{suffix}")).unlink()
+    import qubo_round.pipeline.run as run_mod
+    asked = []
+    real = run_mod.kronecker_factors
+    monkeypatch.setattr(run_mod, "kronecker_factors", lambda m, names, *a, **k: asked.append(names) or real(m, names, *a, **k))
+    q4, rep4 = quantize_model(model, data, cfg, progress=False, run_dir=tmp_path)
+    assert asked == [["4"]] and [r.resumed for r in rep4.layers] == [True, True, False]
+    assert all(torch.equal(q.state_dict()[k], v) for k, v in q4.state_dict().items())
+    assert rep4.layers[2].output_loss == rep.layers[2].output_loss
+    quantize_model(model, data, cfg, progress=False, run_dir=tmp_path)  # all resumed: no factors at all
+    assert asked == [["4"]]
     raw = dataclasses.replace(cfg, output_loss="gauss-newton-raw")
     _, rep3 = quantize_model(model, data, raw, progress=False)
     assert all(r.output_shrinkage == 0 for r in rep3.layers) and any(r.output_shrinkage > 0 for r in rep.layers)

@@ -46,6 +46,11 @@ class RunDirectory:
     def _stem(self, index: int, name: str) -> Path:
         return self.layers / f"{index:03d}_{name.replace('/', '_')}"
 
+    def finished(self, index: int, name: str) -> bool:
+        """Whether the layer has a checkpoint (both files; :meth:`load` validates it)."""
+        stem = self._stem(index, name)
+        return stem.with_suffix(".json").exists() and stem.with_suffix(".safetensors").exists()
+
     def load(self, index: int, name: str, limits: tuple[int, int], shape: tuple[int, ...]
              ) -> tuple[LayerQState, LayerReport] | None:
         """The finished layer's state and report, validated against this run: the layer's grid
@@ -53,7 +58,7 @@ class RunDirectory:
         layer has no checkpoint yet."""
         stem = self._stem(index, name)
         meta, tens = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-        if not (meta.exists() and tens.exists()):
+        if not self.finished(index, name):
             return None
         try:
             report = LayerReport(**{**json.loads(meta.read_text()), "resumed": True})

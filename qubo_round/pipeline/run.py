@@ -216,7 +216,10 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
         report.seconds = time.perf_counter() - t0
         return qmodel, report
     todo = [n for n in order if not config.for_layer(n).skip]
-    factors = output_factors(fmodel, config, todo, batches)
+    # the factors of the layers a resumed run still has to do (a layer's G and H do not depend on
+    # the other layers asked for)
+    factors = output_factors(fmodel, config, [n for i, n in enumerate(order) if n in todo and
+                                              (rd is None or not rd.finished(i, n))], batches)
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
@@ -388,6 +391,8 @@ def output_factors(fmodel: nn.Module, config: QuantConfig, names: list[str], bat
         return {}
     mods = dict(fmodel.named_modules())
     linear = [n for n in names if isinstance(mods[n], nn.Linear)]
+    if not linear:  # every layer resumed (or none is Linear): no pass at all
+        return {}
     if len(linear) < len(names):
         log.info("output_loss: %d layer(s) are not Linear and keep their layer loss: %s", len(names) - len(linear),
                  [n for n in names if n not in linear][:8])
