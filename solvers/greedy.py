@@ -13,7 +13,7 @@ import numpy as np
 from qubo_round.problem import QUBOFamily, flip_energy_deltas
 
 from .base import Solver
-from .registry import get_solver, register
+from .registry import register
 
 
 def steepest_descent(problem: QUBOFamily, X: np.ndarray, *, tol: float = 1e-12,
@@ -60,21 +60,30 @@ def steepest_descent(problem: QUBOFamily, X: np.ndarray, *, tol: float = 1e-12,
     return X.astype(np.uint8), converged
 
 
+#: Where greedy starts when no ``start`` assignment is given.
+STARTS = ("nearest", "floor", "random")
+
+
 @dataclass(frozen=True)
 class GreedyParams:
-    start: str = "nearest"  # 'nearest', 'floor', 'random', or a registry name to polish
+    start: str = "nearest"  # one of STARTS (another solver's output: the composite ``polish``)
     restarts: int = 1
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {STARTS}, got {self.start!r}; to polish another solver's "
+                             f"output use the composite: get_solver('polish', solver={self.start!r}) "
+                             f"or the chain '{self.start}>greedy'")
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
 
 
 @register("greedy", presets={"random8": {"start": "random", "restarts": 8}})
 class Greedy(Solver):
-    """Steepest-descent single flips from nearest rounding (or a given start / another solver's
-    best sample: ``start="<solver name>"`` polishes that solver's output)."""
+    """Steepest-descent single flips from nearest rounding (or floor, random, or a given ``start``
+    assignment; another solver's output is polished by the composite ``polish`` or a chain
+    ``"<solver>>greedy"``, :mod:`qubo_round.solvers.composite`)."""
     column_scales = True  # takes group-wise (column-scaled) layer problems as they are
 
     Params = GreedyParams
@@ -88,11 +97,7 @@ class Greedy(Solver):
             return np.broadcast_to(x0, (self.params.restarts, *problem.shape)).astype(np.uint8)
         if how == "floor":
             return np.zeros((self.params.restarts, *problem.shape), np.uint8)
-        if how == "random":
-            return (rng.random((self.params.restarts, *problem.shape)) < problem.prior).astype(np.uint8)
-        inner = get_solver(how)
-        seeds = rng.integers(0, 2**31 - 1, size=self.params.restarts)
-        return np.stack([inner.solve(problem, seed=int(s)).best for s in seeds])
+        return (rng.random((self.params.restarts, *problem.shape)) < problem.prior).astype(np.uint8)  # random
 
     def sample(self, problem: QUBOFamily, *, rng, start, time_limit):
         deadline = None if time_limit is None else time.perf_counter() + time_limit

@@ -33,6 +33,17 @@ def test_polish_is_the_descent_of_the_inner_samples():
     assert np.all(r.energies <= inner.energies + 1e-12)
 
 
+def test_one_way_to_polish_another_solver():
+    """greedy polishes from nearest, floor, random or a given start; another solver's output goes
+    through the composite (or a chain), and greedy's start names a solver no more."""
+    p = _layer(4)
+    with pytest.raises(ValueError, match="composite: get_solver\\('polish', solver='stochastic'\\)"):
+        get_solver("greedy", start="stochastic")
+    inner = get_solver("stochastic").solve(p, seed=0)
+    chained = get_solver("greedy").solve(p, start=inner.best)  # what the chain 'stochastic>greedy' runs
+    np.testing.assert_array_equal(chained.best, polish(p, inner.best))
+
+
 def test_polish_keeps_an_exact_inner_result_and_its_bound():
     p = _layer(1, cols=10)
     r = get_solver("polish", solver="exact").solve(p)
