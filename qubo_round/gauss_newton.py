@@ -14,7 +14,8 @@ embedding ``f`` (MiniLM), ``||df||^2 / 2`` is ``1 - cos`` to second order: ``G``
 direction of the layer by how much it moves the embedding.
 
 Every position of a layer's input counts (as in :mod:`qubo_round.stats`); the float network's
-inputs (layer-wise reconstruction).
+inputs (layer-wise reconstruction; under asymmetric reconstruction the pipeline takes ``H_hat`` of
+the quantized network's inputs instead, :func:`qubo_round.kronecker.asymmetric_target`).
 
 A few probes per sentence make the off-diagonal entries of ``G`` noisy, and a descent that couples
 rows through them follows the noise (on MiniLM the unshrunk estimate from 4 probes lowered the W3

@@ -22,6 +22,13 @@ given the flips kept before it (its own plus ``2 delta_a delta_b G_{i_a i_b} H_{
 each kept ``a``) is negative. So every kept flip lowers ``(K)`` given the ones before it, each
 round lowers ``(K)``, and the descent stops at a local minimum of single flips (within the
 layer's fixed entries).
+
+Asymmetric reconstruction (the quantized network's inputs ``x_hat`` at this layer, the float
+layer's output ``W x`` as the target) gives, with the same factorisation,
+``E[||J (W_hat x_hat - W x)||^2] = tr(G (W_hat - W*) H_hat (W_hat - W*)^T) + const`` where
+``H_hat = E[x_hat x_hat^T]``, ``C = E[x_hat x^T]`` and ``W* H_hat = W C^T``: the same form ``(K)``
+with ``H_hat`` for ``H`` and the target ``W*`` for ``W`` (:func:`asymmetric_target`; ``const``,
+what no rounding can remove, is left out of the values reported).
 """
 from __future__ import annotations
 
@@ -30,13 +37,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 from numba import njit
 
 from .grid import RoundingSpace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KroneckerLoss", "kronecker_descent"]
+__all__ = ["KroneckerLoss", "kronecker_descent", "asymmetric_target"]
 
 #: Rounds between recomputations of ``R = G dW H`` from scratch (bounds the drift of the
 #: rank-``|batch|`` updates; each recomputation costs two products).
@@ -58,11 +66,14 @@ class KroneckerLoss:
         H: (cols, cols) symmetric PSD input-side factor ``E[x x^T]``.
         shrinkage: where ``G`` is an estimate shrunk toward its diagonal, the weight of the
             diagonal (:func:`~qubo_round.gauss_newton.kronecker_factors`); 0: as estimated.
+        target: (rows, cols) the weight ``dW`` is measured from (None: the layer's own ``W``;
+            asymmetric reconstruction: ``W*`` of :func:`asymmetric_target`, with ``H_hat`` as ``H``).
     """
 
     G: np.ndarray
     H: np.ndarray
     shrinkage: float = 0.0
+    target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("G", "H"):
@@ -72,6 +83,12 @@ class KroneckerLoss:
             object.__setattr__(self, name, (a + a.T) / 2.0)
         if not 0.0 <= self.shrinkage <= 1.0:
             raise ValueError(f"KroneckerLoss: shrinkage must be in [0, 1], got {self.shrinkage!r}")
+        if self.target is not None:
+            t = np.asarray(self.target, dtype=np.float64)
+            if t.shape != (self.G.shape[0], self.H.shape[0]) or not np.isfinite(t).all():
+                raise ValueError(f"KroneckerLoss: target must be a finite ({self.G.shape[0]}, {self.H.shape[0]}) "
+                                 f"matrix, got shape {t.shape}")
+            object.__setattr__(self, "target", t)
 
     def check(self, space: RoundingSpace) -> None:
         rows, cols = space.shape
@@ -79,11 +96,26 @@ class KroneckerLoss:
             raise ValueError(f"KroneckerLoss: G {self.G.shape} and H {self.H.shape} do not fit a weight of "
                              f"shape {space.shape}; need G ({rows}, {rows}) and H ({cols}, {cols})")
 
+    def reference(self, space: RoundingSpace) -> np.ndarray:
+        """The weight ``dW`` is measured from: :attr:`target`, else the layer's ``W``."""
+        return space.W if self.target is None else self.target
+
     def value(self, space: RoundingSpace, V: np.ndarray) -> float:
         """``(K)`` of the rounding ``V`` (rows, cols)."""
         self.check(space)
-        dW = space.dequantize(V) - space.W
+        dW = space.dequantize(V) - self.reference(space)
         return float(np.einsum("rc,rc->", self.G @ dW @ self.H, dW))
+
+
+def asymmetric_target(W: np.ndarray, H_hat: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``W*`` (rows, cols) with ``W* H_hat = W C^T`` (module docstring; ``C = E[x_hat x^T]``): the
+    weight that reproduces the float layer's output best from the quantized inputs. A singular
+    ``H_hat`` (dead inputs) is damped by ``1e-10`` of its mean diagonal: the loss does not see
+    ``W*`` along its null space."""
+    H_hat = np.asarray(H_hat, dtype=np.float64)
+    lam = 1e-10 * max(float(np.trace(H_hat)) / max(len(H_hat), 1), np.finfo(np.float64).tiny)
+    rhs = (np.asarray(W, dtype=np.float64) @ np.asarray(C, dtype=np.float64).T).T  # H_hat W*^T = C W^T
+    return scipy.linalg.solve(H_hat + lam * np.eye(len(H_hat)), rhs, assume_a="pos").T
 
 
 def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, *,
@@ -110,7 +142,7 @@ def kronecker_descent(loss: KroneckerLoss, space: RoundingSpace, V: np.ndarray, 
     G, H = loss.G, loss.H
     S = np.broadcast_to(space.S, space.shape)
     free = ~space.fixed_mask
-    base = space.S * (space.L - space.Z) - space.W  # dW = base + S V
+    base = space.S * (space.L - space.Z) - loss.reference(space)  # dW = base + S V
     dG, dH = np.diag(G), np.diag(H)
     curv = np.where(free, S * S * dG[:, None] * dH[None, :], np.inf)  # inf: fixed entries never flip
     delta = np.where(V > 0.5, -S, S)  # the step a flip makes, kept up to date

@@ -14,10 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qubo_round.builders import covariance_problem
+from qubo_round.builders import asymmetric_problem, covariance_problem
 from qubo_round.gauss_newton import _offdiag2, _shrinkage, kronecker_factors
 from qubo_round.grid import Grid, RoundingSpace, rounding_space
-from qubo_round.kronecker import KroneckerLoss, kronecker_descent
+from qubo_round.kronecker import KroneckerLoss, asymmetric_target, kronecker_descent
 from qubo_round.pipeline import QuantConfig, quantize_model
 
 
@@ -202,6 +202,59 @@ def test_shrinkage_removes_noise_and_keeps_coupling():
         KroneckerLoss(np.eye(2), np.eye(2), shrinkage=1.5)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), bits=st.integers(2, 4), rows=st.integers(1, 5), cols=st.integers(2, 7))
+def test_asymmetric_target_gives_the_asymmetric_reconstruction_loss(seed, bits, rows, cols):
+    """With G = I the Kronecker loss about W* with H_hat is the asymmetric reconstruction QUBO's
+    total energy, less what no rounding removes: tr(W H W^T) - tr(W* H_hat W*^T), for every rounding."""
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(rows, cols))
+    X = rng.normal(size=(4 * cols + 8, cols))
+    Xh = X + 0.3 * rng.normal(size=X.shape)  # the quantized network's inputs
+    n = len(X)
+    H, H_hat, C = X.T @ X / n, Xh.T @ Xh / n, Xh.T @ X / n
+    p = asymmetric_problem(W, H, H_hat, C, Grid(bits=bits))
+    Ws = asymmetric_target(W, H_hat, C)
+    np.testing.assert_allclose(Ws @ H_hat, W @ C.T, rtol=1e-7, atol=1e-9)
+    loss = KroneckerLoss(np.eye(rows), H_hat, target=Ws)
+    const = float(np.einsum("rc,rc->", W @ H, W) - np.einsum("rc,rc->", Ws @ H_hat, Ws))
+    for _ in range(3):
+        X01 = rng.integers(0, 2, size=p.shape).astype(np.uint8)
+        X01 = p.apply_fixed(X01)
+        V = p.to_rounding(X01)
+        total = float(p.energies(X01).sum())
+        assert loss.value(p.space, V) + const == pytest.approx(total, rel=1e-7, abs=1e-9 * (1 + abs(total)))
+    with pytest.raises(ValueError, match="target"):
+        KroneckerLoss(np.eye(rows), H_hat, target=np.zeros((rows + 1, cols)))
+
+
+def test_pipeline_asymmetric_output_loss_descends_on_the_quantized_inputs():
+    """Asymmetric reconstruction with the output loss: each layer descends on
+    tr(G (W_hat - W*) H_hat (W_hat - W*)^T) (never up), its own model, not the layer-wise one's."""
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3))
+    torch.manual_seed(0)
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight)
+    data = torch.randn(96, 6, generator=torch.Generator().manual_seed(2))
+    kw = dict(bits=2, solver="gptq/in-order", output_loss="gauss-newton", output_probes=8)
+    qa, rep = quantize_model(model, data, QuantConfig(reconstruction="asymmetric", **kw), progress=False)
+    ql, _ = quantize_model(model, data, QuantConfig(reconstruction="layerwise", **kw), progress=False)
+    qa0, _ = quantize_model(model, data, QuantConfig(bits=2, solver="gptq/in-order", reconstruction="asymmetric"),
+                            progress=False)
+    for r in rep.layers:
+        assert r.output_loss is not None and r.output_loss <= r.output_loss_start * (1 + 1e-12) + 1e-15
+    assert sum(r.output_flips for r in rep.layers) > 0
+    differs = lambda a, b: any(not torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())  # noqa: E731
+    assert differs(qa, ql) and differs(qa, qa0)
+    # the first layer sees float inputs (nothing before it is quantized): W* = W there, the
+    # layer-wise descent's loss
+    assert rep.layers[0].output_loss_start == pytest.approx(
+        next(r for r in quantize_model(model, data, QuantConfig(reconstruction="layerwise", **kw),
+                                       progress=False)[1].layers).output_loss_start, rel=1e-6)
+
+
 class _Dict(torch.nn.Module):
     def forward(self, x):
         return {"y": x}
@@ -266,8 +319,7 @@ def test_pipeline_descends_reports_and_resumes(tmp_path, monkeypatch):
 def test_pipeline_settings_refused_before_work():
     with pytest.raises(ValueError, match="output_loss must be one of"):
         QuantConfig(output_loss="fisher")
-    with pytest.raises(ValueError, match="reconstruction='layerwise'"):
-        QuantConfig(output_loss="gauss-newton")  # the library default is asymmetric
+    assert QuantConfig(output_loss="gauss-newton").reconstruction == "asymmetric"  # the library default
     with pytest.raises(ValueError, match="holdout=0"):
         QuantConfig(output_loss="gauss-newton", reconstruction="layerwise", holdout=0.25)
     with pytest.raises(ValueError, match="output_probes"):

@@ -65,8 +65,8 @@ def add_parser(sub) -> None:
     q.add_argument("--output-loss", choices=["none", "gauss-newton", "gauss-newton-raw"], default=None,
                    help="gauss-newton: after the solver, every Linear layer's rounding descends on the K-FAC "
                         "Gauss-Newton loss of the model's output, tr(G dW H dW^T), its G estimate shrunk toward "
-                        "its diagonal by its noise (-raw: unshrunk) (layer-wise runs) (default: the zoo model's; "
-                        "else none)")
+                        "its diagonal by its noise (-raw: unshrunk); under asymmetric reconstruction about the quantized "
+                        "network's inputs (serial runs) (default: the zoo model's; else none)")
     q.add_argument("--no-polish", action="store_true",
                    help="keep the solver's own rounding (default: a single-flip descent on each layer's QUBO "
                         "after the solver, which never raises the loss)")

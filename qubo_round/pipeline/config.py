@@ -90,8 +90,10 @@ class QuantConfig:
             ``G = E[J^T J]`` (:mod:`qubo_round.gauss_newton`), which couples the rows: what the row
             QUBOs (and GPTQ) cannot see. ``gauss-newton`` shrinks the probes' estimate of ``G``
             toward its diagonal by its estimated noise (``-raw``: the estimate as it is).
-            Layer-wise reconstruction, serial runs, no holdout. In :meth:`to_dict` only when not
-            ``none``.
+            Under asymmetric reconstruction the loss is ``tr(G (W_hat - W*) H_hat (W_hat - W*)^T)``
+            with the quantized network's inputs (:func:`~qubo_round.kronecker.asymmetric_target`;
+            the value projections on the attention-mixed loss keep the float inputs' ``H``).
+            Serial runs, no holdout. In :meth:`to_dict` only when not ``none``.
         output_probes: random output directions per calibration batch that estimate ``G``.
     """
 
@@ -150,9 +152,9 @@ class QuantConfig:
         p = self.output_probes
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:
             raise ValueError(f"output_probes must be a positive integer, got {p!r}")
-        if self.output_loss != "none" and (self.reconstruction != "layerwise" or self.holdout):
-            raise ValueError(f"output_loss={self.output_loss!r} descends on the float network's Gauss-Newton "
-                             "factors: it needs reconstruction='layerwise' and holdout=0")
+        if self.output_loss != "none" and self.holdout:
+            raise ValueError(f"output_loss={self.output_loss!r} descends on the whole layer's output loss after the "
+                             "per-row held-out choice would undo: it needs holdout=0")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, o in self.overrides.items():

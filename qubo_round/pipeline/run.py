@@ -26,7 +26,7 @@ from ..executors import DaskExecutor
 from ..extras import require
 from ..gauss_newton import kronecker_factors
 from ..grid import RoundingSpace, rounding_space
-from ..kronecker import kronecker_descent
+from ..kronecker import KroneckerLoss, asymmetric_target, kronecker_descent
 from ..layers import LayerAdapter
 from ..problem import stack_rows
 from ..solvers import get_solver, solver_class
@@ -379,7 +379,7 @@ def _quantize_layer(run: RunState, step: LayerStep):
     if run.hold:
         _holdout_choice(run, step)
     if step.name in run.factors and not solver_class(step.lcfg.solver).baseline:  # nearest stays the reference
-        _output_descent(run.factors[step.name], step)
+        _output_descent(step.kronecker or run.factors[step.name], step)
     return _write_back(step)
 
 
@@ -401,6 +401,16 @@ def output_factors(fmodel: nn.Module, config: QuantConfig, names: list[str], bat
                                 shrink=config.output_loss == "gauss-newton")
     log.info("output_loss: Gauss-Newton factors of %d layers in %.1f s", len(linear), time.perf_counter() - t)
     return factors
+
+
+def _asymmetric_output_loss(factors, ad, st, a: float):
+    """Asymmetric reconstruction: the layer's Kronecker output loss with the quantized network's
+    inputs, ``tr(G (W_hat - W*) H_hat (W_hat - W*)^T)`` (:func:`~qubo_round.kronecker.asymmetric_target`),
+    ``H_hat`` and ``C`` blended as the layer's QUBO (``asymmetric_weight``); ``G`` is the float
+    network's. Value projections on the attention-mixed loss keep the float network's ``H``."""
+    (W,), (acc,) = ad.weights(), st.groups
+    _, H_hat, C = _moments(acc, a)
+    return KroneckerLoss(factors.G, H_hat, shrinkage=factors.shrinkage, target=asymmetric_target(W, H_hat, C))
 
 
 def _output_descent(loss, step: LayerStep) -> None:
@@ -442,6 +452,8 @@ def _capture(run: RunState, step: LayerStep) -> None:
     step.activation = activation
     # Layer-wise reconstruction (eq. 20): x_hat = x, so H_hat = C = H (the float inputs only).
     step.problems = _layer_problems(name, ad, st, run.asymmetric_weight, grid=step.grid)
+    if name in run.factors and not run.layerwise and name not in run.sites:
+        step.kronecker = _asymmetric_output_loss(run.factors[name], ad, st, run.asymmetric_weight)
     step.row_blocks = st.row_blocks
     step.seed = config.seed + step.index
 

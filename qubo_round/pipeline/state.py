@@ -82,7 +82,8 @@ class LayerStep:
         Vs (one rounding per group), statuses, infos, solve_seconds: solve.
         solver_Vs, solver_loss, flips, polish_seconds: polish (``solver_Vs``: before it).
         near: round-to-nearest roundings; ``holdout``: the held-out report fields;
-            ``output``: the output-loss descent's report fields.
+            ``output``: the output-loss descent's report fields; ``kronecker``: under asymmetric
+            reconstruction the layer's own output loss (quantized inputs), else None.
         weight_shape, groups, rows (per group), cols: the layer's dimensions (capture);
             ``row_blocks``: the problems are that many blocks of rows of one weight group.
     """
@@ -109,6 +110,7 @@ class LayerStep:
     near: list[np.ndarray] = field(default_factory=list)
     holdout: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
+    kronecker: Any = None
     weight_shape: tuple[int, ...] = ()
     groups: int = 1
     rows: int = 0
