@@ -228,9 +228,8 @@ def test_asymmetric_target_gives_the_asymmetric_reconstruction_loss(seed, bits, 
         KroneckerLoss(np.eye(rows), H_hat, target=np.zeros((rows + 1, cols)))
 
 
-def test_pipeline_asymmetric_output_loss_descends_on_the_quantized_inputs():
-    """Asymmetric reconstruction with the output loss: each layer descends on
-    tr(G (W_hat - W*) H_hat (W_hat - W*)^T) (never up), its own model, not the layer-wise one's."""
+def _tanh_net():
+    """A three-layer tanh network with unit-variance weights and its 96 calibration inputs."""
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                 torch.nn.Linear(8, 3))
     torch.manual_seed(0)
@@ -238,6 +237,13 @@ def test_pipeline_asymmetric_output_loss_descends_on_the_quantized_inputs():
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.normal_(m.weight)
     data = torch.randn(96, 6, generator=torch.Generator().manual_seed(2))
+    return model, data
+
+
+def test_pipeline_asymmetric_output_loss_descends_on_the_quantized_inputs():
+    """Asymmetric reconstruction with the output loss: each layer descends on
+    tr(G (W_hat - W*) H_hat (W_hat - W*)^T) (never up), its own model, not the layer-wise one's."""
+    model, data = _tanh_net()
     kw = dict(bits=2, solver="gptq/in-order", output_loss="gauss-newton", output_probes=8)
     qa, rep = quantize_model(model, data, QuantConfig(reconstruction="asymmetric", **kw), progress=False)
     ql, _ = quantize_model(model, data, QuantConfig(reconstruction="layerwise", **kw), progress=False)
@@ -261,13 +267,7 @@ class _Dict(torch.nn.Module):
 
 
 def test_pipeline_descends_reports_and_resumes(tmp_path, monkeypatch):
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
-                                torch.nn.Linear(8, 3))
-    torch.manual_seed(0)
-    for m in model:
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.normal_(m.weight)
-    data = torch.randn(96, 6, generator=torch.Generator().manual_seed(2))
+    model, data = _tanh_net()
     cfg = QuantConfig(bits=2, solver="gptq/in-order", reconstruction="layerwise", output_loss="gauss-newton",
                       output_probes=8)
     q, rep = quantize_model(model, data, cfg, progress=False, run_dir=tmp_path)
