@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qubo_round.solvers import get_solver  # first: the solvers and the relaxations import each other
-from qubo_round.extract import layer_problems  # noqa: E402
-from qubo_round.grid import Grid  # noqa: E402
-from qubo_round.zoo import load_model  # noqa: E402
+from qubo_round.extract import layer_problems
+from qubo_round.grid import Grid
+from qubo_round.solvers import get_solver
+from qubo_round.zoo import load_model
 
-from _results import write_results  # noqa: E402  (benchmarks/, the script's folder)
+from _results import write_results  # benchmarks/, the script's folder
 
 RESULTS = Path(__file__).parent / "results"
 KINDS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
