@@ -252,6 +252,7 @@ def test_pipeline_asymmetric_output_loss_descends_on_the_quantized_inputs():
     for r in rep.layers:
         assert r.output_loss is not None and r.output_loss <= r.output_loss_start * (1 + 1e-12) + 1e-15
     assert sum(r.output_flips for r in rep.layers) > 0
+    assert "output loss about W*" in rep.to_markdown()
     differs = lambda a, b: any(not torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())  # noqa: E731
     assert differs(qa, ql) and differs(qa, qa0)
     # the first layer sees float inputs (nothing before it is quantized): W* = W there, the
@@ -278,7 +279,7 @@ def test_pipeline_descends_reports_and_resumes(tmp_path, monkeypatch):
         dW = (rep.qstate[r.name].weight(torch.float64) - dict(model.named_modules())[r.name].weight.detach().double()).numpy()
         k = factors[r.name]
         assert float(np.einsum("rc,rc->", k.G @ dW @ k.H, dW)) == pytest.approx(r.output_loss, rel=1e-6)
-    assert sum(r.output_flips for r in rep.layers) > 0
+    assert sum(r.output_flips for r in rep.layers) > 0 and "about W*" not in rep.to_markdown()
     base, _ = quantize_model(model, data, QuantConfig(bits=2, solver="gptq/in-order", reconstruction="layerwise"),
                              progress=False)
     assert any(not torch.equal(q.state_dict()[k], v) for k, v in base.state_dict().items())

@@ -111,6 +111,10 @@ class QuantReport:
             lines += [f"| {r.name} | {r.output_loss_start:.4g} | {r.output_loss:.4g} | {r.output_flips} | "
                       f"{'-' if r.output_shrinkage is None else f'{r.output_shrinkage:.3f}'} | "
                       f"{r.output_seconds:.2f} |" for r in out]
+            if self.config.get("reconstruction", "asymmetric") == "asymmetric":  # to_dict drops the default
+                lines += ["", "(asymmetric reconstruction: the output loss about W*, the weight that reproduces the "
+                          "float layer from the quantized inputs, less the part no rounding removes; value "
+                          "projections on the attention-mixed loss: about W with the float inputs)"]
         if held:
             lines += ["", "| layer | held-out loss, nearest | held-out loss | row changes refused |", "|---|---|---|---|"]
             lines += [f"| {r.name} | {r.holdout_nearest_loss:.4g} | {r.holdout_loss:.4g} | {r.rows_refused} |"
