@@ -85,7 +85,7 @@ from scipy.optimize import minimize
 from .box_bound import box_bound
 from .enumeration import ABSOLUTE_MAX, enumerate_rows
 from .extras import require
-from .lattice import branch_and_bound
+from .lattice import branch_and_bound, first_incumbents
 from .problem import LayerQUBO, QUBOFamily
 from .sdp_ipm import solve_maxcut_sdp
 from .threads import limit_threads
@@ -522,16 +522,13 @@ def lower_bound(problem: QUBOFamily, method: str = "auto", *, exact_max_free: in
 
 def _branch_and_bound(problem: QUBOFamily, incumbent, seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
     """(lower bounds, proven) of the branch and bound from zeros, ``incumbent`` and the nearest rounding."""
-    cands = [problem.apply_fixed(np.zeros(problem.shape, np.uint8))]
+    given = []
     if incumbent is not None:
         x = incumbent(problem) if callable(incumbent) else incumbent
         if np.shape(x) != problem.shape:
             raise ValueError(f"incumbent must be one rounding of shape {problem.shape}, got {np.shape(x)}")
-        x = problem.check_samples(np.asarray(x), fixed=False).astype(np.uint8)
-        cands.append(problem.apply_fixed(x))
-    if problem.space is not None:
-        cands.append(problem.apply_fixed((problem.prior >= 0.5).astype(np.uint8)))
-    _, lb, proven, _ = branch_and_bound(problem, cands, time_per_row=seconds)
+        given.append(problem.check_samples(np.asarray(x), fixed=False).astype(np.uint8))
+    _, lb, proven, _ = branch_and_bound(problem, first_incumbents(problem, None, *given), time_per_row=seconds)
     return np.asarray(lb, dtype=np.float64), proven
 
 

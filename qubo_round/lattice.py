@@ -45,7 +45,7 @@ from .problem import LayerQUBO, QUBOFamily
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RowLattice", "row_lattice", "search_row", "branch_and_bound"]
+__all__ = ["RowLattice", "row_lattice", "search_row", "branch_and_bound", "first_incumbents"]
 
 #: Node visits between two time checks.
 CHUNK_VISITS = 200_000
@@ -175,6 +175,17 @@ def search_row(lat: RowLattice, x0: np.ndarray, energy0: float, deadline: float 
     else:
         lb = kern.open_bound(R, v, tried, cen, dist, st, radius) - 2.0 * margin
     return best.astype(np.uint8), done, lat.beta + lb, int(st[kern.S_NODES])
+
+
+def first_incumbents(problem: QUBOFamily, start: np.ndarray | None = None, *given: np.ndarray) -> list[np.ndarray]:
+    """The candidates of :func:`branch_and_bound`'s first incumbent, fixed entries applied, in the
+    order that breaks ties: ``start`` (else zeros), the ``given`` roundings (a solver's), and, when
+    no ``start`` was given, the nearest rounding of a layer problem."""
+    cands = [problem.apply_fixed(np.zeros(problem.shape, np.uint8) if start is None else start)]
+    cands += [problem.apply_fixed(x) for x in given]
+    if problem.space is not None and start is None:
+        cands.append(problem.apply_fixed((problem.prior >= 0.5).astype(np.uint8)))
+    return cands
 
 
 def branch_and_bound(problem: QUBOFamily, candidates: list[np.ndarray], *, time_per_row: float | None = None,

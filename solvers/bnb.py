@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qubo_round.lattice import RowLattice, branch_and_bound, row_lattice
+from qubo_round.lattice import RowLattice, branch_and_bound, first_incumbents, row_lattice
 from qubo_round.problem import QUBOFamily
 
 from .base import Solver
@@ -16,7 +16,15 @@ from .registry import get_solver, register
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BranchAndBound", "BnBParams", "RowLattice", "row_lattice"]
+__all__ = ["BranchAndBound", "BnBParams", "RowLattice", "row_lattice", "solver_incumbent"]
+
+
+def solver_incumbent(problem: QUBOFamily, spec: str, rng: np.random.Generator,
+                     start: np.ndarray | None = None) -> np.ndarray:
+    """The rounding the solver ``spec`` gives the branch and bound, seeded from ``rng`` as the
+    solver ``bnb`` seeds it (``rng = np.random.default_rng(seed)``: the incumbent of ``bnb`` at
+    that seed; :func:`qubo_round.bounds.lower_bound` takes it as ``incumbent``)."""
+    return get_solver(spec).solve(problem, seed=int(rng.integers(2**31 - 1)), start=start).best
 
 
 @dataclass(frozen=True)
@@ -57,14 +65,9 @@ class BranchAndBound(Solver):
         t0 = time.perf_counter()
         p = self.params
         deadline = None if time_limit is None else t0 + time_limit
-        X = problem.apply_fixed(np.zeros(problem.shape, np.uint8) if start is None else start)
-        cands = [X]
-        if p.incumbent is not None:
-            cands.append(get_solver(p.incumbent).solve(problem, seed=int(rng.integers(2**31 - 1)), start=start).best)
-        if problem.space is not None and start is None:
-            cands.append(problem.apply_fixed((problem.prior >= 0.5).astype(np.uint8)))
-        X, lb, proven, nodes = branch_and_bound(problem, cands, time_per_row=p.time_per_row, deadline=deadline,
-                                                threads=p.threads)
+        given = [] if p.incumbent is None else [solver_incumbent(problem, p.incumbent, rng, start)]
+        X, lb, proven, nodes = branch_and_bound(problem, first_incumbents(problem, start, *given),
+                                                time_per_row=p.time_per_row, deadline=deadline, threads=p.threads)
         status = "optimal" if proven.all() else "time_limit"
         log.info("bnb: %d/%d rows proven, %d nodes, %.2f s", proven.sum(), problem.rows, nodes.sum(),
                  time.perf_counter() - t0)

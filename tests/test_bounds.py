@@ -181,6 +181,15 @@ def test_lower_bound_incumbent_is_used_only_by_the_branch_and_bound():
         lower_bound(mid, "bnb", incumbent=np.ones((2, 22), np.uint8))
 
 
+def test_league_incumbent_gives_the_bounds_of_the_solver_bnb():
+    """The league's reference bounds (lower_bound with its_incumbent) are those the solver bnb
+    proves for itself at seed 0, bit for bit: the same first incumbent, the same search."""
+    from qubo_round.bench.reference import its_incumbent
+    p = _layer(7, 4, 30)
+    np.testing.assert_array_equal(lower_bound(p, "bnb", incumbent=its_incumbent).values,
+                                  get_solver("bnb").solve(p, seed=0).lower_bound)
+
+
 def test_gap_helpers():
     assert gap(10.0, 8.0) == pytest.approx(2.0)
     assert relative_gap(10.0, 8.0) == pytest.approx(0.25)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from qubo_round.solvers import get_solver
+from qubo_round.solvers.bnb import solver_incumbent
 
 from .suites import Instance
 
@@ -44,9 +45,9 @@ def _fallback_bound(problem) -> tuple[np.ndarray | None, str]:
 
 
 def its_incumbent(problem) -> np.ndarray:
-    """The branch and bound's first incumbent as the solver ``bnb`` gives it to itself: ``its/fast``
-    with the seed ``bnb`` draws at seed 0 (so the bounds equal those of that solver)."""
-    return get_solver("its/fast").solve(problem, seed=int(np.random.default_rng(0).integers(2**31 - 1))).best
+    """The branch and bound's first incumbent as the solver ``bnb`` gives it to itself at seed 0
+    (``its/fast``), so the league's bounds equal those of that solver."""
+    return solver_incumbent(problem, "its/fast", np.random.default_rng(0))
 
 
 def compute_reference(instance: Instance, method: str = "auto") -> dict[str, Any]:

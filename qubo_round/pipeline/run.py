@@ -218,8 +218,8 @@ def quantize_model(model: nn.Module, calibration, config: QuantConfig | None = N
     todo = [n for n in order if not config.for_layer(n).skip]
     # the factors of the layers a resumed run still has to do (a layer's G and H do not depend on
     # the other layers asked for)
-    factors = output_factors(fmodel, config, [n for i, n in enumerate(order) if n in todo and
-                                              (rd is None or not rd.finished(i, n))], batches)
+    factors = output_factors(fmodel, config, [n for i, n in enumerate(order) if not config.for_layer(n).skip
+                                              and (rd is None or not rd.finished(i, n))], batches)
     float_inputs = FloatInputs(fmodel, todo, batches, config.ram_budget_mb * 2**20)
     replay = FinishedOutputs(qmodel, todo, config.ram_budget_mb * 2**20)
     run = RunState(config=config, device=device, progress=progress, fmodel=fmodel, qmodel=qmodel, batches=batches,
